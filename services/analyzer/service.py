@@ -1,0 +1,361 @@
+"""The analyzer: a worker taking analysis work from the shared JetStream work queue.
+
+Work items are `start` (resolve templates, announce the run, enqueue each metric's first
+measurement) and `measure` (take one measurement, fold it into the metric's tally, report it,
+enqueue the next). A measurement's tally travels inside the work item, so workers share no
+state and any number of them can run; a worker killed mid-measurement leaves its item
+unacknowledged and JetStream redelivers it to another after the ack wait. Every published
+result carries a Nats-Msg-Id of (run, metric, index), so a redone measurement is not doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from services.analyzer.assess import (
+    MetricPolicy,
+    MetricTally,
+    Phase,
+    is_metric_done,
+    measurement_phase,
+    tally,
+)
+from services.analyzer.providers.errors import MeasurementError
+from services.analyzer.providers.web import WebQuery, measure_web
+from services.analyzer.templates import ResolveError, resolve
+from shared import subjects
+from shared.durations import parse_go_duration
+from shared.jetstream import Connection
+from shared.messages import (
+    AnalysisRunErrored,
+    AnalysisRunStarted,
+    AnalysisStart,
+    MeasurementTaken,
+    MeasureTask,
+    MetricTallyView,
+    encoder,
+    work_decoder,
+)
+from shared.specs import Metric, SpecError, load_documents  # noqa: F401  (Metric typed for the decoder)
+
+log = logging.getLogger(__name__)
+
+metric_decoder_type = Metric
+
+
+def policy_of(metric: Metric, *, dry_run: bool) -> MetricPolicy:
+    """Argo's defaults: one measurement without interval, failureLimit 0, consecutiveErrorLimit 4."""
+    interval = parse_go_duration(metric.interval) if metric.interval else None
+    count = _int(metric.count, "count")
+    if count is None and interval is None:
+        count = 1
+    return MetricPolicy(
+        name=metric.name,
+        success_condition=metric.success_condition or None,
+        failure_condition=metric.failure_condition or None,
+        count=count,
+        interval_seconds=interval,
+        failure_limit=_int(metric.failure_limit, "failureLimit", 0),
+        inconclusive_limit=_int(metric.inconclusive_limit, "inconclusiveLimit", 0),
+        consecutive_error_limit=_int(metric.consecutive_error_limit, "consecutiveErrorLimit", 4),
+        consecutive_success_limit=_int(metric.consecutive_success_limit, "consecutiveSuccessLimit"),
+        dry_run=dry_run,
+    )
+
+
+def _int(value: int | str | None, field: str, default: int | None = None) -> Any:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise SpecError(field, f"must be an integer, got {value!r}") from e
+
+
+def tally_view(t: MetricTally) -> MetricTallyView:
+    return msgspec.convert(msgspec.to_builtins(t), MetricTallyView)
+
+
+def tally_of(v: MetricTallyView | None) -> MetricTally:
+    if v is None:
+        return MetricTally()
+    return msgspec.convert(msgspec.to_builtins(v), MetricTally)
+
+
+class Analyzer:
+    def __init__(self, conn: Connection, *, concurrency: int, ack_wait: float) -> None:
+        self.conn = conn
+        self.concurrency = max(1, concurrency)
+        self.ack_wait = ack_wait
+        self.slots = asyncio.Semaphore(self.concurrency)
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.session: aiohttp.ClientSession | None = None
+        self.templates: KeyValue | None = None
+        self.runs: KeyValue | None = None
+        self.measured = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        js = self.conn.js
+        self.templates = await js.key_value(subjects.TEMPLATES_BUCKET)
+        self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
+        self.session = aiohttp.ClientSession()
+        sub = await js.pull_subscribe(
+            subjects.ANALYSIS_WORK_WILDCARD,
+            durable=subjects.ANALYZER_CONSUMER,
+            stream=subjects.ANALYSIS_WORK_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                max_deliver=-1,
+                max_ack_pending=100_000,
+            ),
+        )
+        log.info("analyzer started (concurrency %d)", self.concurrency)
+        try:
+            while not stop.is_set():
+                await self.slots.acquire()
+                self.slots.release()
+                free = self._free_slots()
+                try:
+                    msgs = await sub.fetch(free, timeout=1.0)
+                except TimeoutError:
+                    continue
+                except Exception as e:  # nats-py raises its own TimeoutError subclass
+                    if type(e).__name__ == "TimeoutError":
+                        continue
+                    raise
+                for msg in msgs:
+                    await self.slots.acquire()
+                    task = asyncio.create_task(self._guarded(msg))
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
+        finally:
+            # SIGTERM drains: finish what was taken, take nothing new.
+            self.draining = True
+            if self.inflight:
+                log.info("draining %d in-flight work item(s)", len(self.inflight))
+                await asyncio.gather(*self.inflight, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            await self.session.close()
+
+    def _free_slots(self) -> int:
+        return max(1, self.slots._value)
+
+    async def _guarded(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        except Exception:  # the error boundary: the item is retried later
+            log.exception("work item on %s failed; it will be redelivered", msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=2.0)
+        finally:
+            self.slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            work = work_decoder.decode(msg.data)
+        except msgspec.DecodeError as e:
+            log.warning("malformed analysis work on %s dropped: %s", msg.subject, e)
+            await msg.term()
+            return
+        match work:
+            case AnalysisStart():
+                await self._start(work)
+                await msg.ack()
+            case MeasureTask():
+                await self._measure(work, msg)
+
+    # --- start: resolve and fan out -------------------------------------------------------------
+
+    async def _start(self, work: AnalysisStart) -> None:
+        js = self.conn.js
+        docs: dict[tuple[str | None, str], dict[str, Any] | None] = {}
+        for ref in work.templates:
+            await self._collect(work.namespace, ref.cluster_scope, ref.template_name, docs)
+        try:
+            resolved = resolve(
+                work.namespace,
+                work.templates,
+                work.args,
+                lambda ns, name: docs.get((ns, name)),
+                dry_run=work.dry_run,
+            )
+            tasks = []
+            now = time.time()
+            for m in resolved.metrics:
+                metric = msgspec.convert(m, Metric)
+                policy_of(metric, dry_run=metric.name in resolved.dry_run)  # validates counts and durations
+                delay = parse_go_duration(metric.initial_delay) if metric.initial_delay else 0.0
+                tasks.append(
+                    MeasureTask(
+                        namespace=work.namespace,
+                        name=work.name,
+                        run_id=work.run_id,
+                        metric=m,
+                        index=0,
+                        due_at=now + delay,
+                        dry_run=metric.name in resolved.dry_run,
+                    )
+                )
+        except (ResolveError, SpecError, ValueError, msgspec.ValidationError) as e:
+            log.warning("analysis run %s cannot start: %s", work.run_id, e)
+            err = AnalysisRunErrored(
+                namespace=work.namespace, name=work.name, run_id=work.run_id, message=str(e)
+            )
+            await js.publish(
+                subjects.feedback("analysis", work.namespace, work.name),
+                encoder.encode(err),
+                headers={"Nats-Msg-Id": f"ar.{work.run_id}.error"},
+            )
+            return
+        started = AnalysisRunStarted(
+            namespace=work.namespace,
+            name=work.name,
+            run_id=work.run_id,
+            metrics=tuple(t.metric.get("name", "") for t in tasks),
+            dry_run=tuple(sorted(resolved.dry_run)),
+        )
+        await js.publish(
+            subjects.feedback("analysis", work.namespace, work.name),
+            encoder.encode(started),
+            headers={"Nats-Msg-Id": f"ar.{work.run_id}.started"},
+        )
+        for t in tasks:
+            await js.publish(
+                subjects.analysis_work("measure", work.namespace, work.name),
+                encoder.encode(t),
+                headers={"Nats-Msg-Id": f"mt.{work.run_id}.{t.metric.get('name')}.0"},
+            )
+
+    async def _collect(
+        self,
+        namespace: str,
+        cluster: bool,
+        name: str,
+        docs: dict[tuple[str | None, str], dict[str, Any] | None],
+    ) -> None:
+        scope = None if cluster else namespace
+        if (scope, name) in docs:
+            return
+        assert self.templates is not None
+        try:
+            entry = await self.templates.get(subjects.template_key(scope, name))
+            doc = msgspec.json.decode(entry.value) if entry.value else None
+        except KeyNotFoundError:
+            doc = None
+        docs[(scope, name)] = doc
+        for nested in ((doc or {}).get("spec") or {}).get("templates") or []:
+            await self._collect(
+                namespace, bool(nested.get("clusterScope")), nested.get("templateName", ""), docs
+            )
+
+    # --- measure: one measurement of one metric -------------------------------------------------
+
+    async def _measure(self, work: MeasureTask, msg: Msg) -> None:
+        js = self.conn.js
+        if await self._stopped(work.run_id):
+            await msg.ack()
+            return
+        wait = work.due_at - time.time()
+        if wait > 0.005 and not self.draining:
+            await msg.nak(delay=wait)  # JetStream hands it back when due, to whichever worker
+            return
+        metric = msgspec.convert(work.metric, Metric)
+        policy = policy_of(metric, dry_run=work.dry_run)
+        started = time.time()
+        value: Any = None
+        try:
+            value = await self._provider_value(metric)
+            phase, message = measurement_phase(policy, value)
+        except MeasurementError as e:
+            phase, message = Phase.ERROR, str(e)
+        finished = time.time()
+        new_tally = tally(policy, tally_of(work.tally), phase, message)
+        done = is_metric_done(new_tally)
+        self.measured += 1
+        taken = MeasurementTaken(
+            namespace=work.namespace,
+            name=work.name,
+            run_id=work.run_id,
+            metric=policy.name,
+            index=work.index,
+            phase=phase.value,
+            value=_jsonable(value),
+            message=message,
+            started_at=started,
+            finished_at=finished,
+            metric_phase=new_tally.phase.value,
+            tally=tally_view(new_tally),
+        )
+        await js.publish(
+            subjects.feedback("analysis", work.namespace, work.name),
+            encoder.encode(taken),
+            headers={"Nats-Msg-Id": f"ms.{work.run_id}.{policy.name}.{work.index}"},
+        )
+        if not done:
+            due = next_due(policy, new_tally, finished) or finished
+            nxt = msgspec.structs.replace(work, index=work.index + 1, due_at=due, tally=tally_view(new_tally))
+            await js.publish(
+                subjects.analysis_work("measure", work.namespace, work.name),
+                encoder.encode(nxt),
+                headers={"Nats-Msg-Id": f"mt.{work.run_id}.{policy.name}.{work.index + 1}"},
+            )
+        await msg.ack()
+
+    async def _provider_value(self, metric: Metric) -> Any:
+        provider = metric.provider
+        if provider is not None and provider.web is not None:
+            w = provider.web
+            assert self.session is not None
+            query = WebQuery(
+                url=w.url or "",
+                method=w.method or "GET",
+                headers={h.key: h.value for h in w.headers or []},
+                body=w.body,
+                json_body=w.json_body,
+                timeout_seconds=float(w.timeout_seconds or 10),
+                json_path=w.json_path or "{$}",
+                insecure=bool(w.insecure),
+            )
+            return await measure_web(query, self.session)
+        kinds = (
+            [f for f in msgspec.structs.asdict(provider) if getattr(provider, f) is not None]
+            if provider
+            else []
+        )
+        raise MeasurementError(
+            f"metric {metric.name}: provider {', '.join(kinds) or '(none)'} is not supported yet"
+        )
+
+    async def _stopped(self, run_id: str) -> bool:
+        assert self.runs is not None
+        try:
+            entry = await self.runs.get(run_id)
+        except KeyNotFoundError:
+            return False
+        return entry.value == b"stopped"
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        encoder.encode(value)
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+    return value
+
+
+async def run_analyzer(conn: Connection, stop: asyncio.Event, *, concurrency: int, ack_wait: float) -> None:
+    await Analyzer(conn, concurrency=concurrency, ack_wait=ack_wait).run(stop)

@@ -1,0 +1,197 @@
+"""Running services: one service in this process (`rollouts run`), or all four as child processes (`rollouts up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.embedded_server import EmbeddedNats
+from shared.jetstream import connect
+from shared.settings import Settings, setup_logging
+from shared.tasks import TaskGroup
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("planner", "traffic-shifter", "analyzer", "scaler")
+
+
+async def run_service(service: str, settings: Settings, *, platform: str = "local") -> int:
+    """Run one service until SIGINT/SIGTERM; 0 on a clean stop, 1 when a task died."""
+    setup_logging(service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    conn = await connect(settings.nats_url, name=f"rollouts-{service}")
+    group = TaskGroup(service)
+    if service == "planner":
+        from services.planner.service import run_planner
+
+        group.spawn(run_planner(conn, stop), "main")
+    elif service == "traffic-shifter":
+        from services.traffic_shifter.providers import LocalProxyProvider, NoopProvider, TrafficProvider
+        from services.traffic_shifter.service import run_traffic_shifter
+
+        provider: TrafficProvider = NoopProvider() if platform == "noop" else LocalProxyProvider(host=settings.proxy_host)
+        group.spawn(
+            run_traffic_shifter(conn, provider, stop, admin_host=settings.proxy_host, admin_port=settings.admin_port),
+            "main",
+        )
+    elif service == "analyzer":
+        from services.analyzer.service import run_analyzer
+
+        group.spawn(
+            run_analyzer(conn, stop, concurrency=settings.analyzer_concurrency, ack_wait=settings.analyzer_ack_wait),
+            "main",
+        )
+    elif service == "scaler":
+        from services.scaler.service import run_scaler
+
+        group.spawn(
+            run_scaler(
+                conn,
+                stop,
+                platform=platform,
+                log_dir=settings.state_dir / "replicas",
+                readiness_timeout=settings.readiness_timeout,
+            ),
+            "main",
+        )
+    else:
+        raise ValueError(f"unknown service {service!r}")
+    failed = asyncio.create_task(group.failed.wait())
+    stopping = asyncio.create_task(stop.wait())
+    main_done = asyncio.create_task(asyncio.gather(*group.tasks, return_exceptions=True))
+    await asyncio.wait({failed, stopping, main_done}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    try:
+        await asyncio.wait_for(asyncio.gather(*group.tasks, return_exceptions=True), timeout=30)
+    except TimeoutError:
+        await group.cancel_all()
+    for t in (failed, stopping, main_done):
+        t.cancel()
+    with contextlib.suppress(Exception):
+        await conn.close()
+    log.info("%s stopped", service)
+    return 1 if group.failed.is_set() else 0
+
+
+def service_command(service: str, settings: Settings, *, platform: str = "local") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "run",
+        service,
+        "--nats",
+        settings.nats_url,
+        "--platform",
+        platform,
+    ]
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "NATS_URL": settings.nats_url,
+            "ROLLOUTS_STATE_DIR": str(settings.state_dir),
+            "ROLLOUTS_ADMIN_PORT": str(settings.admin_port),
+            "ROLLOUTS_PROXY_HOST": settings.proxy_host,
+            "ROLLOUTS_ANALYZER_CONCURRENCY": str(settings.analyzer_concurrency),
+            "ROLLOUTS_ANALYZER_ACK_WAIT": str(settings.analyzer_ack_wait),
+        }
+    )
+    return env
+
+
+class Stack:
+    """An optional embedded nats-server plus the four services as child processes."""
+
+    def __init__(
+        self, settings: Settings, *, embedded_nats: bool, platform: str = "local", log_dir: Path | None = None,
+        analyzers: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.platform = platform
+        self.log_dir = log_dir
+        self.analyzers = analyzers
+        self.nats = (
+            EmbeddedNats(
+                url=settings.nats_url,
+                store_dir=settings.state_dir / "jetstream",
+                log_file=(log_dir / "nats-server.log") if log_dir else None,
+            )
+            if embedded_nats
+            else None
+        )
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        if self.nats is not None:
+            self.nats.start()
+        env = service_env(self.settings)
+        names = [s for s in SERVICES if s != "analyzer"] + [
+            "analyzer" if i == 0 else f"analyzer-{i + 1}" for i in range(self.analyzers)
+        ]
+        for name in names:
+            service = "analyzer" if name.startswith("analyzer") else name
+            out: int | object = subprocess.DEVNULL
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"{name}.log", "ab")
+            self.children[name] = subprocess.Popen(
+                service_command(service, self.settings, platform=self.platform),
+                env=env,
+                stdout=out,  # type: ignore[arg-type]
+                stderr=subprocess.STDOUT if self.log_dir is not None else None,
+            )
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.children.items() if p.poll() is not None]
+
+    def stop(self) -> None:
+        for p in self.children.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.children.values():
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self.nats is not None:
+            self.nats.stop()
+
+
+async def run_up(settings: Settings, *, embedded_nats: bool, platform: str, analyzers: int = 1) -> int:
+    setup_logging("up")
+    stack = Stack(settings, embedded_nats=embedded_nats, platform=platform, analyzers=analyzers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(stack.start)
+    log.info(
+        "running %s%s; NATS at %s; Ctrl-C stops everything",
+        ", ".join(stack.children),
+        " and an embedded nats-server" if embedded_nats else "",
+        settings.nats_url,
+    )
+    code = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        dead = stack.dead()
+        if dead:
+            log.error("service(s) exited: %s; stopping everything", ", ".join(dead))
+            code = 1
+            break
+    await asyncio.to_thread(stack.stop)
+    return code

@@ -1,0 +1,82 @@
+"""Human views of rollouts, in the spirit of `kubectl argo rollouts get rollout` (pure: state in, text out)."""
+
+from __future__ import annotations
+
+from services.planner.decide import status_of
+from services.planner.state import RolloutState
+from shared.messages import RolloutEvent
+
+ICONS = {"Healthy": "✔", "Progressing": "◌", "Paused": "॥", "Degraded": "✖"}
+
+
+def rollout_view(s: RolloutState) -> str:
+    st = status_of(s)
+    steps = len(s.plan.steps)
+    lines = [
+        f"Name:            {s.name}",
+        f"Namespace:       {s.namespace}",
+        f"Status:          {ICONS.get(s.phase, '?')} {s.phase}",
+    ]
+    if s.message:
+        lines.append(f"Message:         {s.message}")
+    lines += [
+        "Strategy:        Canary",
+        f"  Step:          {min(s.step_index, steps)}/{steps}",
+        f"  SetWeight:     {s.set_weight}",
+        f"  ActualWeight:  {s.actual_weight}",
+    ]
+    images = []
+    for r in reversed(s.revisions):
+        role = _role(s, r.hash)
+        if role:
+            images.extend(f"{img} ({role})" for img in r.images or (r.hash,))
+    if images:
+        lines.append(f"Images:          {images[0]}")
+        lines.extend(f"                 {img}" for img in images[1:])
+    desired = s.plan.replicas
+    lines += [
+        "Replicas:",
+        f"  Desired:       {desired}",
+        f"  Current:       {st['replicas']}",
+        f"  Updated:       {st['updatedReplicas']}",
+        f"  Ready:         {st['readyReplicas']}",
+        "",
+        f"{'REVISION':<9} {'HASH':<11} {'ROLE':<7} {'REPLICAS':>8} {'READY':>6}  IMAGES",
+    ]
+    for r in reversed(s.revisions):
+        lines.append(
+            f"{('#' + str(r.number)):<9} {r.hash:<11} {_role(s, r.hash) or '-':<7} "
+            f"{s.replicas.get(r.hash, 0):>8} {s.ready.get(r.hash, 0):>6}  {', '.join(r.images)}"
+        )
+    a = s.analysis
+    if a is not None:
+        lines += ["", f"AnalysisRun:     {a.run_id}  {a.phase}" + (f"  ({a.message})" if a.message else "")]
+        for metric, phase in a.metric_phases.items():
+            lines.append(f"  metric {metric}: {phase} ({a.metric_counts.get(metric, 0)} measurement(s))")
+    return "\n".join(lines)
+
+
+def _role(s: RolloutState, h: str) -> str:
+    if h == s.stable_hash:
+        return "stable"
+    if h == s.current_hash:
+        return "canary"
+    return ""
+
+
+def list_view(states: list[RolloutState]) -> str:
+    rows = [f"{'NAMESPACE':<12} {'NAME':<24} {'STATUS':<12} {'STEP':>6} {'SETWEIGHT':>9} {'ACTUAL':>6}  REVISION"]
+    for s in states:
+        steps = len(s.plan.steps)
+        rows.append(
+            f"{s.namespace:<12} {s.name:<24} {s.phase:<12} {f'{min(s.step_index, steps)}/{steps}':>6} "
+            f"{s.set_weight:>9} {s.actual_weight:>6}  {s.revision}"
+        )
+    return "\n".join(rows)
+
+
+def event_line(ev: RolloutEvent) -> str:
+    return (
+        f"{ev.time}  rev {ev.revision}  step {ev.step_index}  weight {ev.set_weight}/{ev.actual_weight}  "
+        f"{ev.phase:<11} {ev.type}: {ev.message}"
+    )

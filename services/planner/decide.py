@@ -1,0 +1,758 @@
+"""The rollout state machine: decide(state, input, now) -> (state, commands), pure and deterministic.
+
+Every decision of the planner lives here; the service around it only decodes messages, calls
+decide() and carries out the commands. `now` is the time of the input (the JetStream timestamp
+of the message that carried it), so a redelivered message yields the very same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from services.analyzer.assess import Phase, run_phase
+from services.planner.state import (
+    Abort,
+    AnalysisErrored,
+    AnalysisMeasured,
+    AnalysisProgress,
+    AnalysisStarted,
+    AnalysisStep,
+    Apply,
+    Command,
+    Emit,
+    Input,
+    Pause,
+    PauseCondition,
+    PauseStep,
+    PendingScaleDown,
+    Promote,
+    PublishScale,
+    PublishTraffic,
+    Reject,
+    Resume,
+    Retry,
+    Revision,
+    RolloutState,
+    ScaleReported,
+    SetWeightStep,
+    StartAnalysis,
+    StopAnalysis,
+    Tick,
+    TrafficApplied,
+)
+from shared.messages import ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
+
+CANARY_PAUSE_STEP = "CanaryPauseStep"
+INCONCLUSIVE = "InconclusiveAnalysisRun"
+TERMINAL_ANALYSIS = {Phase.SUCCESSFUL.value, Phase.FAILED.value, Phase.ERROR.value, Phase.INCONCLUSIVE.value}
+
+
+class _Ctx:
+    """A working copy of the state plus the commands decided so far."""
+
+    def __init__(self, state: RolloutState, now: float) -> None:
+        self.s = msgspec.structs.replace(state)
+        self.now = now
+        self.out: list[Command] = []
+        self.waiting = ""  # why the rollout is not moving on, for the Progressing message
+
+    def emit(self, type_: str, message: str, **extra: Any) -> None:
+        s = self.s
+        s.event_seq += 1
+        self.out.append(
+            Emit(
+                event=RolloutEvent(
+                    type=type_,
+                    namespace=s.namespace,
+                    name=s.name,
+                    revision=s.revision,
+                    step_index=s.step_index,
+                    set_weight=s.set_weight,
+                    actual_weight=s.actual_weight,
+                    phase=s.phase,
+                    time=iso(self.now),
+                    message=message,
+                    seq=s.event_seq,
+                    current_revision=s.current_hash,
+                    stable_revision=s.stable_hash,
+                    abort=s.abort,
+                    **extra,
+                )
+            )
+        )
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def decide(
+    state: RolloutState | None, event: Input, now: float, *, namespace: str, name: str
+) -> tuple[RolloutState | None, list[Command]]:
+    """The next state of one rollout and what must be done, for one input."""
+    if state is None:
+        if isinstance(event, Apply):
+            return _create(event, now, namespace, name)
+        if isinstance(event, (TrafficApplied, ScaleReported, AnalysisStarted, AnalysisMeasured, AnalysisErrored, Tick)):
+            return None, []  # feedback about a rollout we no longer know: nothing to do
+        return None, [Reject(message=f"rollout {namespace}/{name} not found")]
+
+    c = _Ctx(state, now)
+    match event:
+        case Apply():
+            rejected = _apply(c, event)
+        case Promote(full=full):
+            rejected = _promote(c, full)
+        case Abort():
+            rejected = _abort(c)
+        case Retry():
+            rejected = _retry(c)
+        case Pause():
+            rejected = _pause(c)
+        case Resume():
+            rejected = _resume(c)
+        case TrafficApplied():
+            rejected = _traffic_applied(c, event)
+        case ScaleReported():
+            rejected = _scale_reported(c, event)
+        case AnalysisStarted():
+            rejected = _analysis_started(c, event)
+        case AnalysisMeasured():
+            rejected = _analysis_measured(c, event)
+        case AnalysisErrored():
+            rejected = _analysis_errored(c, event)
+        case Tick():
+            rejected = None
+    if rejected is not None:
+        return state, [Reject(message=rejected)]
+    _progress(c)
+    _update_phase(c)
+    if c.out:
+        c.s.updated_at = now
+    return c.s, c.out
+
+
+def next_wakeup(state: RolloutState) -> float | None:
+    """The earliest time at which a Tick could change this rollout (pause end, scale-downs)."""
+    times = [p.at for p in state.scale_downs]
+    if state.pause_until is not None and state.pause_conditions:
+        times.append(state.pause_until)
+    return min(times) if times else None
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def _create(event: Apply, now: float, namespace: str, name: str) -> tuple[RolloutState, list[Command]]:
+    plan = event.plan
+    # The first version of a rollout becomes stable directly, without steps (as in Argo).
+    state = RolloutState(
+        namespace=namespace,
+        name=name,
+        plan=plan,
+        spec=event.spec,
+        current_hash=plan.template_hash,
+        stable_hash=plan.template_hash,
+        revisions=(Revision(number=1, hash=plan.template_hash, images=plan.images),),
+        templates={plan.template_hash: plan.template},
+        step_index=len(plan.steps),
+        set_weight=100,
+        paused=plan.paused,
+    )
+    c = _Ctx(state, now)
+    c.emit("RolloutCreated", f"Rollout created: revision 1 ({', '.join(plan.images) or plan.template_hash}) is stable")
+    _progress(c)
+    _update_phase(c)
+    c.s.updated_at = now
+    return c.s, c.out
+
+
+def _apply(c: _Ctx, event: Apply) -> str | None:
+    s = c.s
+    plan = event.plan
+    if plan == s.plan and event.spec == s.spec:
+        return None  # the same document again: nothing changes
+    s.generation += 1
+    s.plan = plan
+    s.spec = event.spec
+    s.paused = plan.paused
+    new_hash = plan.template_hash
+    if new_hash == s.current_hash:
+        c.emit("RolloutUpdated", f"Rollout spec updated (generation {s.generation}); pod template unchanged")
+        return None
+    _stop_analysis(c)
+    intermediate = s.current_hash if s.current_hash != s.stable_hash else None
+    if intermediate:
+        s.scale_downs = (*_without(s.scale_downs, intermediate), PendingScaleDown(revision=intermediate, at=c.now))
+    s.abort = False
+    s.aborted_at = None
+    s.pause_conditions = ()
+    s.pause_until = None
+    s.promote_full = False
+    s.abort_scale_down_at = None
+    s.templates = {**s.templates, new_hash: plan.template}
+    if new_hash == s.stable_hash:
+        # Going back to the stable revision skips every step (fast rollback).
+        s.current_hash = new_hash
+        s.revision = _revision_of(s, new_hash)
+        s.step_index = len(plan.steps)
+        s.set_weight = 100
+        c.emit("RolloutRolledBack", f"Pod template is the stable revision {s.revision}: steps skipped")
+        return None
+    s.current_hash = new_hash
+    s.revision = max((r.number for r in s.revisions), default=0) + 1
+    s.revisions = (*s.revisions, Revision(number=s.revision, hash=new_hash, images=plan.images))
+    s.step_index = 0
+    s.set_weight = 0
+    s.actual_weight = 0
+    _trim_history(s)
+    images = ", ".join(plan.images) or new_hash
+    c.emit("RevisionStarted", f"Rollout updated to revision {s.revision} ({images}): starting step 1 of {len(plan.steps)}")
+    return None
+
+
+def _promote(c: _Ctx, full: bool) -> str | None:
+    s = c.s
+    if s.current_hash == s.stable_hash and not s.paused:
+        c.emit("PromoteIgnored", "Rollout is already fully promoted")
+        return None
+    if s.abort and not full:
+        return "rollout is aborted: use `retry` to restart the steps or `promote --full` to go to the new revision"
+    if full:
+        _stop_analysis(c)
+        s.abort = False
+        s.aborted_at = None
+        s.abort_scale_down_at = None
+        s.paused = False
+        s.pause_conditions = ()
+        s.pause_until = None
+        s.promote_full = True
+        c.emit("PromotedFull", "Rollout promoted fully: skipping all remaining steps, pauses and analyses")
+        return None
+    if s.paused:
+        s.paused = False
+        c.emit("Resumed", "Rollout resumed")
+        return None
+    if s.pause_conditions:
+        reasons = ", ".join(p.reason for p in s.pause_conditions)
+        s.pause_conditions = ()
+        s.pause_until = None
+        s.step_index += 1
+        c.emit("Promoted", f"Rollout promoted past {reasons} to step {s.step_index + 1}")
+        return None
+    _stop_analysis(c)
+    s.step_index += 1
+    c.emit("StepSkipped", f"Rollout promoted: step {s.step_index} skipped")
+    return None
+
+
+def _abort(c: _Ctx) -> str | None:
+    s = c.s
+    if s.current_hash == s.stable_hash:
+        return "rollout is not progressing: nothing to abort"
+    if s.abort:
+        return None
+    _do_abort(c, "")
+    return None
+
+
+def _do_abort(c: _Ctx, reason: str) -> None:
+    s = c.s
+    _stop_analysis_run(c)
+    s.abort = True
+    s.aborted_at = c.now
+    s.pause_conditions = ()
+    s.pause_until = None
+    s.promote_full = False
+    s.step_index = 0
+    s.abort_message = f"Rollout aborted update to revision {s.revision}" + (f": {reason}" if reason else "")
+    c.emit("RolloutAborted", s.abort_message)
+
+
+def _retry(c: _Ctx) -> str | None:
+    s = c.s
+    if not s.abort:
+        return "rollout is not aborted: nothing to retry"
+    s.abort = False
+    s.aborted_at = None
+    s.abort_scale_down_at = None
+    s.abort_message = ""
+    s.step_index = 0
+    s.set_weight = 0
+    s.analysis = None
+    s.scale_downs = _without(s.scale_downs, s.current_hash)
+    c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
+    return None
+
+
+def _pause(c: _Ctx) -> str | None:
+    s = c.s
+    if s.paused:
+        return None
+    s.paused = True
+    c.emit("RolloutPaused", "Rollout paused by user")
+    return None
+
+
+def _resume(c: _Ctx) -> str | None:
+    s = c.s
+    if not s.paused:
+        return None
+    s.paused = False
+    c.emit("Resumed", "Rollout resumed")
+    return None
+
+
+def _traffic_applied(c: _Ctx, ev: TrafficApplied) -> str | None:
+    s = c.s
+    if ev.generation != s.traffic_generation or s.traffic_confirmed == ev.generation:
+        return None  # stale or duplicate confirmation
+    if ev.error:
+        c.emit("TrafficError", f"Traffic router could not apply weight {ev.canary_weight}: {ev.error}")
+        return None
+    s.traffic_confirmed = ev.generation
+    s.actual_weight = _share_of_current(s, s.routed_canary, ev.canary_weight)
+    c.emit("WeightConfirmed", f"Traffic router confirmed weight {s.actual_weight}% on revision {s.revision}")
+    return None
+
+
+def _scale_reported(c: _Ctx, ev: ScaleReported) -> str | None:
+    s = c.s
+    if ev.generation < s.scale_observed:
+        return None
+    s.scale_observed = ev.generation
+    if ev.error:
+        c.emit("ScaleError", f"Scaler could not reach the desired replicas: {ev.error}")
+    if ev.ready != s.ready:
+        s.ready = dict(ev.ready)
+        c.emit("ReplicasUpdated", "Ready replicas: " + _describe_ready(s))
+    return None
+
+
+def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
+    a = c.s.analysis
+    if a is None or a.run_id != ev.run_id or a.metrics:
+        return None
+    c.s.analysis = msgspec.structs.replace(
+        a, metrics=ev.metrics, dry_run=ev.dry_run, phase=Phase.RUNNING.value,
+        metric_phases={m: Phase.RUNNING.value for m in ev.metrics},
+    )
+    c.emit("AnalysisRunRunning", f"Analysis run {ev.run_id} running: metrics {', '.join(ev.metrics)}",
+           analysis_run=ev.run_id)
+    return None
+
+
+def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
+    a = c.s.analysis
+    if a is None or a.run_id != ev.run_id or a.phase in TERMINAL_ANALYSIS:
+        return None
+    if ev.index < a.metric_counts.get(ev.metric, 0):
+        return None  # a duplicate measurement (redelivered work)
+    phases = {**a.metric_phases, ev.metric: ev.metric_phase}
+    counts = {**a.metric_counts, ev.metric: ev.index + 1}
+    phase = run_phase({m: Phase(p) for m, p in phases.items()}, set(a.dry_run)).value if a.metrics else a.phase
+    message = ev.message if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != "Successful" else a.message
+    c.s.analysis = msgspec.structs.replace(
+        a, metric_phases=phases, metric_counts=counts, phase=phase, measurements=a.measurements + 1, message=message
+    )
+    c.emit(
+        "AnalysisMeasurement",
+        f"Metric {ev.metric} measurement {ev.index + 1}: {ev.phase}" + (f" ({ev.message})" if ev.message else ""),
+        analysis_run=ev.run_id,
+        metric=ev.metric,
+        measurement=ev.value,
+    )
+    if phase in TERMINAL_ANALYSIS:
+        c.emit("AnalysisRunCompleted", f"Analysis run {ev.run_id} {phase}" + (f": {message}" if message else ""),
+               analysis_run=ev.run_id)
+    return None
+
+
+def _analysis_errored(c: _Ctx, ev: AnalysisErrored) -> str | None:
+    a = c.s.analysis
+    if a is None or a.run_id != ev.run_id or a.phase in TERMINAL_ANALYSIS:
+        return None
+    c.s.analysis = msgspec.structs.replace(a, phase=Phase.ERROR.value, message=ev.message)
+    c.emit("AnalysisRunCompleted", f"Analysis run {ev.run_id} Error: {ev.message}", analysis_run=ev.run_id)
+    return None
+
+
+# --- progress: move as far as the observed world allows ---------------------------------------
+
+
+def _progress(c: _Ctx) -> None:
+    s = c.s
+    _apply_due_scale_downs(c)
+    for _ in range(len(s.plan.steps) + 4):
+        if not _step_once(c):
+            break
+
+
+def _step_once(c: _Ctx) -> bool:
+    """One move; True when the rollout advanced and the next move should be tried at once."""
+    s = c.s
+    plan = s.plan
+    if s.abort:
+        _aborted(c)
+        return False
+    if s.current_hash == s.stable_hash:
+        _steady(c)
+        return False
+    if s.paused:
+        return False
+    if s.pause_conditions:
+        if (
+            s.pause_until is not None
+            and c.now >= s.pause_until
+            and all(p.reason == CANARY_PAUSE_STEP for p in s.pause_conditions)
+        ):
+            s.pause_conditions = ()
+            s.pause_until = None
+            s.step_index += 1
+            c.emit("PauseEnded", f"Pause ended: continuing with step {s.step_index + 1}")
+            return True
+        return False
+    if s.promote_full or s.step_index >= len(plan.steps):
+        return _complete(c)
+    step = plan.steps[s.step_index]
+    match step:
+        case SetWeightStep(weight=weight):
+            return _set_weight_step(c, min(weight, plan.max_traffic_weight))
+        case PauseStep(seconds=seconds):
+            if seconds is not None and seconds <= 0:
+                s.step_index += 1
+                return True
+            s.pause_conditions = (PauseCondition(reason=CANARY_PAUSE_STEP, start_time=c.now),)
+            s.pause_until = c.now + seconds if seconds is not None else None
+            how = f"for {_fmt_seconds(seconds)}" if seconds is not None else "until promoted"
+            c.emit("RolloutPaused", f"Step {s.step_index + 1}/{len(plan.steps)}: paused {how}")
+            return False
+        case AnalysisStep():
+            return _analysis_step(c, step)
+    return False
+
+
+def _set_weight_step(c: _Ctx, weight: int) -> bool:
+    s = c.s
+    need = math.ceil(s.plan.replicas * weight / 100)
+    _scale(c, canary=max(need, 0))
+    if s.ready.get(s.current_hash, 0) < need:
+        c.waiting = f"waiting for {need} canary replica(s) to be ready"
+        return False
+    if s.set_weight != weight:
+        s.set_weight = weight
+        c.emit("WeightSet", f"Step {s.step_index + 1}/{len(s.plan.steps)}: setWeight {weight}")
+    _route(c, weight)
+    if s.traffic_confirmed < s.traffic_generation:
+        c.waiting = f"waiting for the traffic router to apply weight {weight}"
+        return False
+    s.step_index += 1
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
+    return True
+
+
+def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
+    s = c.s
+    a = s.analysis
+    if a is None or a.step_index != s.step_index:
+        s.analysis_counter += 1
+        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{s.analysis_counter}"
+        s.analysis = AnalysisProgress(run_id=run_id, step_index=s.step_index)
+        c.out.append(StartAnalysis(namespace=s.namespace, name=s.name, run_id=run_id, templates=step.templates, args=step.args, dry_run=step.dry_run))
+        names = ", ".join(t.template_name for t in step.templates)
+        c.emit("AnalysisRunStarted", f"Step {s.step_index + 1}/{len(s.plan.steps)}: analysis {names} started",
+               analysis_run=run_id)
+        c.waiting = "waiting for analysis"
+        return False
+    if a.phase == Phase.SUCCESSFUL.value:
+        s.step_index += 1
+        c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: analysis {a.run_id} Successful")
+        return True
+    if a.phase in (Phase.FAILED.value, Phase.ERROR.value):
+        _do_abort(c, f"analysis run {a.run_id} {a.phase}" + (f": {a.message}" if a.message else ""))
+        return True
+    if a.phase == Phase.INCONCLUSIVE.value:
+        s.pause_conditions = (PauseCondition(reason=INCONCLUSIVE, start_time=c.now),)
+        c.emit("RolloutPaused", f"Analysis run {a.run_id} Inconclusive: paused until promote or abort")
+        return False
+    c.waiting = "waiting for analysis"
+    return False
+
+
+def _complete(c: _Ctx) -> bool:
+    """All steps done (or promote --full): the new revision at full size becomes stable."""
+    s = c.s
+    replicas = s.plan.replicas
+    _scale(c, canary=replicas)
+    if s.ready.get(s.current_hash, 0) < replicas:
+        c.waiting = f"waiting for {replicas} updated replica(s) to be ready"
+        return False
+    old = s.stable_hash
+    s.stable_hash = s.current_hash
+    s.step_index = len(s.plan.steps)
+    s.set_weight = 100
+    s.promote_full = False
+    s.analysis = None if s.analysis and s.analysis.phase not in TERMINAL_ANALYSIS else s.analysis
+    delay = s.plan.scale_down_delay_seconds
+    s.scale_downs = (*_without(s.scale_downs, old), PendingScaleDown(revision=old, at=c.now + delay))
+    c.emit("RolloutPromoted", f"Revision {s.revision} promoted to stable; old revision scaled down in {_fmt_seconds(delay)}")
+    return True
+
+
+def _steady(c: _Ctx) -> None:
+    s = c.s
+    s.step_index = len(s.plan.steps)
+    s.set_weight = 100
+    _scale(c, canary=None)
+    _route(c, 0)
+    ready = s.ready.get(s.stable_hash, 0) >= s.plan.replicas
+    confirmed = s.traffic_confirmed >= s.traffic_generation
+    if not ready:
+        c.waiting = f"waiting for {s.plan.replicas} stable replica(s) to be ready"
+    elif not confirmed:
+        c.waiting = "waiting for the traffic router to send all traffic to the stable revision"
+
+
+def _aborted(c: _Ctx) -> None:
+    s = c.s
+    s.set_weight = 0
+    _route(c, 0)
+    if s.traffic_confirmed >= s.traffic_generation and s.abort_scale_down_at is None:
+        delay = s.plan.abort_scale_down_delay_seconds
+        s.abort_scale_down_at = c.now + delay if delay > 0 else -1.0  # -1: never (as Argo's 0)
+        if delay > 0:
+            s.scale_downs = (
+                *_without(s.scale_downs, s.current_hash),
+                PendingScaleDown(revision=s.current_hash, at=c.now + delay),
+            )
+    keep = s.replicas.get(s.current_hash, 0) if s.abort_scale_down_at is None or s.abort_scale_down_at < 0 else None
+    _scale(c, canary=keep)
+
+
+def _apply_due_scale_downs(c: _Ctx) -> None:
+    s = c.s
+    due = [p for p in s.scale_downs if p.at <= c.now]
+    if not due:
+        return
+    s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
+    replicas = dict(s.replicas)
+    for p in due:
+        if p.revision != s.stable_hash and (p.revision != s.current_hash or s.abort):
+            replicas.pop(p.revision, None)
+    _publish_scale(c, replicas)
+    for p in due:
+        if p.revision not in replicas:
+            c.emit("ScaledDown", f"Revision {_revision_of(s, p.revision)} scaled down to 0")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _scale(c: _Ctx, *, canary: int | None) -> None:
+    """Desired replicas: stable at full size, the current revision at `canary` (None: keep as is),
+    and revisions waiting for their scale-down delay left where they are."""
+    s = c.s
+    replicas: dict[str, int] = {}
+    for p in s.scale_downs:
+        if p.revision in s.replicas:
+            replicas[p.revision] = s.replicas[p.revision]
+    replicas[s.stable_hash] = s.plan.replicas
+    if s.current_hash != s.stable_hash:
+        if canary is None:
+            if s.current_hash in s.replicas and s.current_hash in {p.revision for p in s.scale_downs}:
+                replicas[s.current_hash] = s.replicas[s.current_hash]
+        elif canary > 0:
+            replicas[s.current_hash] = canary
+    _publish_scale(c, replicas)
+
+
+def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
+    s = c.s
+    replicas = {h: n for h, n in replicas.items() if n > 0}
+    if replicas == s.replicas and s.scale_generation > 0:
+        return
+    s.replicas = replicas
+    s.scale_generation += 1
+    sets = tuple(
+        ReplicaSetDesired(revision=h, replicas=n, template=s.templates.get(h, s.plan.template))
+        for h, n in sorted(replicas.items())
+    )
+    c.out.append(
+        PublishScale(desired=ScaleDesired(namespace=s.namespace, name=s.name, generation=s.scale_generation, sets=sets))
+    )
+
+
+def _route(c: _Ctx, canary_weight: int) -> None:
+    s = c.s
+    canary = s.current_hash if s.current_hash != s.stable_hash else None
+    weight = canary_weight if canary else 0
+    if (
+        s.traffic_generation > 0
+        and s.routed_stable == s.stable_hash
+        and s.routed_canary == canary
+        and s.desired_canary_weight == weight
+    ):
+        return
+    s.traffic_generation += 1
+    s.routed_stable = s.stable_hash
+    s.routed_canary = canary
+    s.desired_canary_weight = weight
+    plan = s.plan
+    c.out.append(
+        PublishTraffic(
+            desired=TrafficDesired(
+                namespace=s.namespace,
+                name=s.name,
+                generation=s.traffic_generation,
+                stable_revision=s.stable_hash,
+                canary_revision=canary,
+                canary_weight=weight,
+                port=plan.port,
+                stable_service=plan.stable_service,
+                canary_service=plan.canary_service,
+                routing=plan.routing,
+            )
+        )
+    )
+
+
+def _stop_analysis(c: _Ctx) -> None:
+    s = c.s
+    _stop_analysis_run(c)
+    s.analysis = None
+
+
+def _stop_analysis_run(c: _Ctx) -> None:
+    a = c.s.analysis
+    if a is not None and a.phase not in TERMINAL_ANALYSIS:
+        c.out.append(StopAnalysis(run_id=a.run_id))
+        c.s.analysis = msgspec.structs.replace(a, phase="Terminated", message="run stopped: the rollout moved on")
+
+
+# --- phase and message, in Argo's order: Degraded, Paused, Progressing, Healthy ----------------
+
+
+def _update_phase(c: _Ctx) -> None:
+    s = c.s
+    if s.abort:
+        phase, message = "Degraded", f"RolloutAborted: {s.abort_message}"
+    elif s.paused:
+        phase, message = "Paused", "manually paused"
+    elif s.pause_conditions:
+        phase, message = "Paused", s.pause_conditions[0].reason
+    elif s.current_hash != s.stable_hash or c.waiting:
+        phase, message = "Progressing", c.waiting or "more replicas need to be updated"
+    else:
+        phase, message = "Healthy", ""
+    if (phase, message) != (s.phase, s.message):
+        old = s.phase
+        s.phase, s.message = phase, message
+        if phase != old:
+            c.emit("PhaseChanged", f"Rollout is {phase}" + (f": {message}" if message else ""))
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _share_of_current(s: RolloutState, canary: str | None, canary_weight: int) -> int:
+    if canary is None:
+        return 100 if s.routed_stable == s.current_hash else 0
+    return canary_weight if canary == s.current_hash else 0
+
+
+def _without(items: Sequence[PendingScaleDown], revision: str) -> tuple[PendingScaleDown, ...]:
+    return tuple(p for p in items if p.revision != revision)
+
+
+def _revision_of(s: RolloutState, h: str) -> int:
+    for r in reversed(s.revisions):
+        if r.hash == h:
+            return r.number
+    return 0
+
+
+def _trim_history(s: RolloutState) -> None:
+    keep = max(s.plan.revision_history_limit, 0) + 2
+    if len(s.revisions) > keep:
+        live = {s.current_hash, s.stable_hash, *s.replicas}
+        drop = [r for r in s.revisions[:-keep] if r.hash not in live]
+        dropped = {r.hash for r in drop}
+        s.revisions = tuple(r for r in s.revisions if r.hash not in dropped)
+        s.templates = {h: t for h, t in s.templates.items() if h not in dropped}
+
+
+def _describe_ready(s: RolloutState) -> str:
+    parts = []
+    for h, n in sorted(s.ready.items(), key=lambda kv: _revision_of(s, kv[0])):
+        role = "stable" if h == s.stable_hash else ("canary" if h == s.current_hash else "old")
+        parts.append(f"revision {_revision_of(s, h)} ({role}) {n}/{s.replicas.get(h, 0)}")
+    return ", ".join(parts) or "none"
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "ever"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def status_of(s: RolloutState) -> dict[str, Any]:
+    """The `status` object of `rollouts get -o json`, with Argo's field names."""
+    steps = len(s.plan.steps)
+    status: dict[str, Any] = {
+        "phase": s.phase,
+        "message": s.message,
+        "currentStepIndex": min(s.step_index, steps),
+        "setWeight": s.set_weight,
+        "actualWeight": s.actual_weight,
+        "stableRevision": _revision_of(s, s.stable_hash),
+        "currentRevision": s.revision,
+        "stableRS": s.stable_hash,
+        "currentPodHash": s.current_hash,
+        "abort": s.abort,
+        "pauseConditions": [
+            {"reason": p.reason, "startTime": iso(p.start_time)} for p in s.pause_conditions
+        ],
+        "controllerPause": bool(s.pause_conditions),
+        "paused": s.paused,
+        "observedGeneration": s.generation,
+        "replicas": sum(s.replicas.values()),
+        "readyReplicas": sum(s.ready.get(h, 0) for h in s.replicas),
+        "updatedReplicas": s.ready.get(s.current_hash, 0),
+        "canary": {
+            "weights": {
+                "canary": {"podTemplateHash": s.current_hash, "weight": s.actual_weight},
+                "stable": {"podTemplateHash": s.stable_hash, "weight": 100 - s.actual_weight},
+            }
+        },
+    }
+    if s.abort:
+        status["abortedAt"] = iso(s.aborted_at) if s.aborted_at is not None else None
+    if s.analysis is not None:
+        status["currentAnalysisRun"] = {
+            "name": s.analysis.run_id,
+            "phase": s.analysis.phase,
+            "message": s.analysis.message,
+            "metrics": dict(s.analysis.metric_phases),
+        }
+    status["revisions"] = [
+        {
+            "revision": r.number,
+            "podTemplateHash": r.hash,
+            "images": list(r.images),
+            "role": "stable" if r.hash == s.stable_hash else ("canary" if r.hash == s.current_hash else ""),
+            "replicas": s.replicas.get(r.hash, 0),
+            "ready": s.ready.get(r.hash, 0),
+        }
+        for r in s.revisions
+    ]
+    return status

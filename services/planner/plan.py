@@ -1,0 +1,103 @@
+"""Compile a validated Rollout spec into the Plan that decide() follows (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from services.planner.state import AnalysisStep, PauseStep, Plan, SetWeightStep, Step
+from shared.durations import parse_pause_duration
+from shared.messages import ArgValue, TemplateRef
+from shared.specs import Rollout, SpecError, to_builtins
+
+UNSUPPORTED_STEPS = ("experiment", "set_canary_scale", "set_header_route", "set_mirror_route", "plugin")
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A stable short hash of the pod template, playing the part of Argo's pod-template-hash."""
+    canonical = msgspec.json.encode(template, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()[:10]
+
+
+def compile_plan(rollout: Rollout) -> Plan:
+    spec = rollout.spec
+    if spec.template is None:
+        raise SpecError("spec.template", "required (workloadRef is not supported by the local platform yet)")
+    if spec.strategy.blue_green is not None:
+        raise SpecError("spec.strategy.blueGreen", "blue-green is not supported by this version of the planner yet")
+    canary = spec.strategy.canary
+    template = to_builtins(spec.template)
+    containers = spec.template.spec.containers if spec.template.spec else []
+    images = tuple(c.image for c in containers if c.image)
+    port = None
+    for c in containers[:1]:
+        for p in c.ports or []:
+            port = p.container_port
+            break
+    steps: list[Step] = []
+    routing: dict[str, Any] | None = None
+    max_weight = 100
+    scale_down = 30.0
+    abort_scale_down = 30.0
+    stable_service = canary_service = None
+    if canary is not None:
+        for i, step in enumerate(canary.steps or []):
+            steps.append(_compile_step(i, step))
+        if canary.traffic_routing is not None:
+            routing = to_builtins(canary.traffic_routing)
+            max_weight = canary.traffic_routing.max_traffic_weight or 100
+        if canary.scale_down_delay_seconds is not None:
+            scale_down = float(canary.scale_down_delay_seconds)
+        if canary.abort_scale_down_delay_seconds is not None:
+            abort_scale_down = float(canary.abort_scale_down_delay_seconds)
+        stable_service, canary_service = canary.stable_service, canary.canary_service
+    return Plan(
+        replicas=spec.replicas if spec.replicas is not None else 1,
+        steps=tuple(steps),
+        template=template,
+        template_hash=template_hash(template),
+        images=images,
+        port=port,
+        paused=bool(spec.paused),
+        stable_service=stable_service,
+        canary_service=canary_service,
+        routing=routing,
+        max_traffic_weight=max_weight,
+        scale_down_delay_seconds=scale_down,
+        abort_scale_down_delay_seconds=abort_scale_down,
+        revision_history_limit=spec.revision_history_limit if spec.revision_history_limit is not None else 10,
+    )
+
+
+def _compile_step(i: int, step: Any) -> Step:
+    path = f"spec.strategy.canary.steps[{i}]"
+    if step.set_weight is not None:
+        return SetWeightStep(weight=step.set_weight)
+    if step.pause is not None:
+        duration = step.pause.duration
+        if duration is None:
+            return PauseStep(seconds=None)
+        try:
+            return PauseStep(seconds=parse_pause_duration(duration))
+        except ValueError as e:
+            raise SpecError(f"{path}.pause.duration", str(e)) from e
+    if step.analysis is not None:
+        a = step.analysis
+        templates = tuple(
+            TemplateRef(template_name=t.template_name or "", cluster_scope=bool(t.cluster_scope))
+            for t in a.templates or []
+        )
+        args = []
+        for j, arg in enumerate(a.args or []):
+            if arg.value is None and arg.value_from is not None:
+                raise SpecError(f"{path}.analysis.args[{j}].valueFrom", "not supported yet: give a value")
+            args.append(ArgValue(name=arg.name, value=arg.value))
+        dry_run = tuple(d.metric_name for d in a.dry_run or [])
+        return AnalysisStep(templates=templates, args=tuple(args), dry_run=dry_run)
+    for kind in UNSUPPORTED_STEPS:
+        if getattr(step, kind, None) is not None:
+            camel = kind.split("_")[0] + "".join(w.title() for w in kind.split("_")[1:])
+            raise SpecError(f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet")
+    raise SpecError(path, "step has no kind")

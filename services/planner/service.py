@@ -1,0 +1,392 @@
+"""The planner's I/O shell: commands and feedback in, decide(), desired state and events out.
+
+For each input: decode, decide(), publish every output with a Nats-Msg-Id derived from the
+state (so a redelivered input republishes nothing new), store the state in KV, then ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from services.planner.decide import decide, next_wakeup, status_of
+from services.planner.plan import compile_plan
+from services.planner.state import (
+    Abort,
+    AnalysisErrored,
+    AnalysisMeasured,
+    AnalysisStarted,
+    Apply,
+    Emit,
+    Input,
+    Pause,
+    Promote,
+    PublishScale,
+    PublishTraffic,
+    Reject,
+    Resume,
+    Retry,
+    RolloutState,
+    ScaleReported,
+    StartAnalysis,
+    StopAnalysis,
+    Tick,
+    TrafficApplied,
+)
+from shared import subjects
+from shared.jetstream import Connection
+from shared.messages import (
+    AnalysisRunErrored,
+    AnalysisRunStarted,
+    AnalysisStart,
+    CommandReply,
+    MeasurementTaken,
+    PromotePayload,
+    ScaleObserved,
+    TrafficConfirmed,
+    encoder,
+    feedback_decoder,
+)
+from shared.specs import (
+    AnalysisTemplate,
+    ClusterAnalysisTemplate,
+    Rollout,
+    SpecError,
+    load_documents,
+    to_builtins,
+)
+from shared.subjects import SubjectError
+
+log = logging.getLogger(__name__)
+
+state_decoder = msgspec.json.Decoder(RolloutState)
+promote_decoder = msgspec.json.Decoder(PromotePayload)
+
+
+class CommandError(ValueError):
+    """A command that cannot be carried out; its message goes back to the sender."""
+
+
+def check_condition(source: str) -> str | None:
+    from services.analyzer.expressions import ExpressionError, compile_expression
+
+    try:
+        compile_expression(source)
+    except ExpressionError as e:
+        return str(e)
+    return None
+
+
+def rollout_document(state: RolloutState) -> dict[str, Any]:
+    """The Rollout as `rollouts get -o json` prints it: the applied document plus Argo-style status."""
+    doc = dict(state.spec)
+    doc["status"] = status_of(state)
+    return doc
+
+
+class Planner:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.states: dict[str, RolloutState] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.waiters: dict[tuple[str, bytes], list[str]] = {}
+        self.recent: dict[tuple[str, bytes], tuple[float, bytes]] = {}
+        self.kv: KeyValue | None = None
+        self.templates: KeyValue | None = None
+        self.runs: KeyValue | None = None
+        self.subs: list[Any] = []
+        self.handled = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        js = self.conn.js
+        self.kv = await js.key_value(subjects.ROLLOUTS_BUCKET)
+        self.templates = await js.key_value(subjects.TEMPLATES_BUCKET)
+        self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
+        await self._load_states()
+        # Replies: the stream keeps no reply subject, so remember who asked (core subscription).
+        self.subs.append(await self.conn.nc.subscribe(subjects.COMMANDS_WILDCARD, cb=self._on_request))
+        common = {"ack_policy": AckPolicy.EXPLICIT, "ack_wait": 30.0, "max_deliver": -1, "max_ack_pending": 1000}
+        self.subs.append(
+            await js.subscribe(
+                subjects.COMMANDS_WILDCARD,
+                durable=subjects.PLANNER_COMMANDS_CONSUMER,
+                stream=subjects.COMMANDS_STREAM,
+                cb=self._on_command,
+                manual_ack=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, **common),  # type: ignore[arg-type]
+            )
+        )
+        self.subs.append(
+            await js.subscribe(
+                subjects.FEEDBACK_WILDCARD,
+                durable=subjects.PLANNER_FEEDBACK_CONSUMER,
+                stream=subjects.FEEDBACK_STREAM,
+                cb=self._on_feedback,
+                manual_ack=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, **common),  # type: ignore[arg-type]
+            )
+        )
+        for key in list(self.states):
+            self._arm_timer(key)
+        log.info("planner started with %d rollout(s)", len(self.states))
+
+    async def stop(self) -> None:
+        for t in self.timers.values():
+            t.cancel()
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _load_states(self) -> None:
+        assert self.kv is not None
+        try:
+            keys = await self.kv.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            keys = []
+        for key in keys:
+            entry = await self.kv.get(key)
+            if entry.value:
+                try:
+                    self.states[key] = state_decoder.decode(entry.value)
+                except msgspec.DecodeError as e:
+                    log.error("state %s unreadable, ignored: %s", key, e)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    async def _on_request(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        key = (msg.subject, msg.data)
+        done = self.recent.pop(key, None)
+        if done is not None:
+            await self.conn.nc.publish(msg.reply, done[1])
+            return
+        self.waiters.setdefault(key, []).append(msg.reply)
+
+    async def _on_command(self, msg: Msg) -> None:
+        now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
+        reply = CommandReply(ok=True)
+        try:
+            parsed = subjects.parse_command(msg.subject)
+            reply = await self._command(parsed.namespace, parsed.name, parsed.verb, msg.data, now)
+        except (SubjectError, CommandError, SpecError) as e:
+            log.warning("command %s rejected: %s", msg.subject, e)
+            reply = CommandReply(ok=False, error=_spec_message(e))
+        except Exception as e:  # the error boundary: never let one message kill the planner
+            log.exception("command %s failed", msg.subject)
+            reply = CommandReply(ok=False, error=f"internal error: {e!r}")
+        await self._answer(msg.subject, msg.data, encoder.encode(reply))
+        await msg.ack()
+
+    async def _answer(self, subject: str, data: bytes, payload: bytes) -> None:
+        key = (subject, data)
+        waiting = self.waiters.get(key)
+        if waiting:
+            inbox = waiting.pop(0)
+            if not waiting:
+                del self.waiters[key]
+            await self.conn.nc.publish(inbox, payload)
+            return
+        now = time.monotonic()
+        self.recent[key] = (now, payload)
+        if len(self.recent) > 1000:
+            self.recent = {k: v for k, v in self.recent.items() if now - v[0] < 10}
+
+    async def _command(self, namespace: str, name: str, verb: str, data: bytes, now: float) -> CommandReply:
+        if verb == "apply":
+            return await self._apply(namespace, name, data, now)
+        event: Input
+        match verb:
+            case "promote":
+                full = promote_decoder.decode(data).full if data.strip() else False
+                event = Promote(full=full)
+            case "abort":
+                event = Abort()
+            case "retry":
+                event = Retry()
+            case "pause":
+                event = Pause()
+            case "resume":
+                event = Resume()
+            case _:
+                raise CommandError(f"verb {verb!r} is not supported")
+        return await self.handle(namespace, name, event, now)
+
+    async def _apply(self, namespace: str, name: str, data: bytes, now: float) -> CommandReply:
+        docs = [d for d in load_documents(data, check_condition=check_condition) if isinstance(d, (Rollout, AnalysisTemplate, ClusterAnalysisTemplate))]
+        if len(docs) != 1:
+            raise CommandError("apply takes exactly one Rollout, AnalysisTemplate or ClusterAnalysisTemplate document")
+        doc = docs[0]
+        doc_name = doc.metadata.name if doc.metadata else None
+        if doc_name != name:
+            raise CommandError(f"metadata.name {doc_name!r} does not match the subject's name {name!r}")
+        if isinstance(doc, (AnalysisTemplate, ClusterAnalysisTemplate)):
+            scope = None if isinstance(doc, ClusterAnalysisTemplate) else namespace
+            assert self.templates is not None
+            await self.templates.put(subjects.template_key(scope, name), encoder.encode(to_builtins(doc)))
+            return CommandReply(ok=True)
+        doc_ns = doc.metadata.namespace if doc.metadata else None
+        if doc_ns and doc_ns != namespace:
+            raise CommandError(f"metadata.namespace {doc_ns!r} does not match the subject's namespace {namespace!r}")
+        plan = compile_plan(doc)
+        spec = to_builtins(doc)
+        spec.setdefault("metadata", {})["namespace"] = namespace
+        spec.pop("status", None)
+        return await self.handle(namespace, name, Apply(plan=plan, spec=spec), now)
+
+    async def _on_feedback(self, msg: Msg) -> None:
+        now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
+        try:
+            fb = feedback_decoder.decode(msg.data)
+            event: Input
+            match fb:
+                case TrafficConfirmed():
+                    event = TrafficApplied(generation=fb.generation, canary_weight=fb.canary_weight, error=fb.error)
+                case ScaleObserved():
+                    event = ScaleReported(
+                        generation=fb.generation, ready={s.revision: s.ready for s in fb.sets}, error=fb.error
+                    )
+                case AnalysisRunStarted():
+                    event = AnalysisStarted(run_id=fb.run_id, metrics=fb.metrics, dry_run=fb.dry_run)
+                case MeasurementTaken():
+                    event = AnalysisMeasured(
+                        run_id=fb.run_id, metric=fb.metric, index=fb.index, phase=fb.phase,
+                        metric_phase=fb.metric_phase, value=fb.value, message=fb.message,
+                    )
+                case AnalysisRunErrored():
+                    event = AnalysisErrored(run_id=fb.run_id, message=fb.message)
+            await self.handle(fb.namespace, fb.name, event, now)
+        except msgspec.DecodeError as e:
+            log.warning("malformed feedback on %s dropped: %s", msg.subject, e)
+        except Exception:
+            log.exception("feedback on %s failed", msg.subject)
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+
+    # --- the core step --------------------------------------------------------------------------
+
+    async def handle(self, namespace: str, name: str, event: Input, now: float) -> CommandReply:
+        key = subjects.rollout_key(namespace, name)
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            old = self.states.get(key)
+            new, commands = decide(old, event, now, namespace=namespace, name=name)
+            rejected = [c.message for c in commands if isinstance(c, Reject)]
+            if rejected:
+                return CommandReply(ok=False, error=rejected[0], status=status_of(old) if old else None)
+            await self._carry_out(commands)
+            if new is not None and commands:
+                assert self.kv is not None
+                await self.kv.put(key, encoder.encode(new))
+                self.states[key] = new
+            self.handled += 1
+            if new is not None:
+                self._arm_timer(key)
+            return CommandReply(ok=True, status=status_of(new) if new else None)
+
+    async def _carry_out(self, commands: list[Any]) -> None:
+        js = self.conn.js
+        pubs = []
+        for c in commands:
+            match c:
+                case Emit(event=ev):
+                    pubs.append(
+                        js.publish(
+                            subjects.events(ev.namespace, ev.name),
+                            encoder.encode(ev),
+                            headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{ev.seq}.{ev.time}"},
+                        )
+                    )
+                case PublishTraffic(desired=d):
+                    pubs.append(
+                        js.publish(
+                            subjects.traffic_desired(d.namespace, d.name),
+                            encoder.encode(d),
+                            headers={"Nats-Msg-Id": f"tr.{d.namespace}.{d.name}.{d.generation}.{d.stable_revision}"},
+                        )
+                    )
+                case PublishScale(desired=d):
+                    pubs.append(
+                        js.publish(
+                            subjects.scale_desired(d.namespace, d.name),
+                            encoder.encode(d),
+                            headers={"Nats-Msg-Id": f"sc.{d.namespace}.{d.name}.{d.generation}.{len(d.sets)}"},
+                        )
+                    )
+                case StartAnalysis():
+                    ns, name = c.namespace, c.name
+                    start = AnalysisStart(
+                        namespace=ns, name=name, run_id=c.run_id, templates=c.templates, args=c.args, dry_run=c.dry_run
+                    )
+                    pubs.append(
+                        js.publish(
+                            subjects.analysis_work("start", ns, name),
+                            encoder.encode(start),
+                            headers={"Nats-Msg-Id": f"an.{c.run_id}"},
+                        )
+                    )
+                case StopAnalysis(run_id=run_id):
+                    assert self.runs is not None
+                    pubs.append(self.runs.put(run_id, b"stopped"))
+        if pubs:
+            await asyncio.gather(*pubs)
+
+    # --- timers ---------------------------------------------------------------------------------
+
+    def _arm_timer(self, key: str) -> None:
+        state = self.states.get(key)
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if state is None:
+            return
+        at = next_wakeup(state)
+        if at is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - time.time())
+        ns, name = state.namespace, state.name
+        self.timers[key] = loop.call_later(delay, lambda: asyncio.ensure_future(self._tick(ns, name)))
+
+    async def _tick(self, namespace: str, name: str) -> None:
+        try:
+            await self.handle(namespace, name, Tick(), time.time())
+        except Exception:
+            log.exception("timer of %s/%s failed", namespace, name)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def template(self, namespace: str | None, name: str) -> bytes | None:
+        assert self.templates is not None
+        try:
+            entry = await self.templates.get(subjects.template_key(namespace, name))
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+
+def _spec_message(e: Exception) -> str:
+    obj = getattr(e, "obj", None)
+    return f"{obj}: {e}" if obj else str(e)
+
+
+async def run_planner(conn: Connection, stop: asyncio.Event) -> None:
+    planner = Planner(conn)
+    await planner.start()
+    try:
+        await stop.wait()
+    finally:
+        await planner.stop()

@@ -1,0 +1,242 @@
+"""The planner's data: the compiled plan of a Rollout, its persisted state, and decide()'s inputs and outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shared.messages import ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
+
+
+class _S(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    pass
+
+
+# --- the plan: what a Rollout spec means to the planner ------------------------------------
+
+
+class SetWeightStep(_S, frozen=True, tag="setWeight", tag_field="kind"):
+    weight: int
+
+
+class PauseStep(_S, frozen=True, tag="pause", tag_field="kind"):
+    seconds: float | None = None  # None: indefinite, until promote
+
+
+class AnalysisStep(_S, frozen=True, tag="analysis", tag_field="kind"):
+    templates: tuple[TemplateRef, ...]
+    args: tuple[ArgValue, ...] = ()
+    dry_run: tuple[str, ...] = ()
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep
+
+
+class Plan(_S, frozen=True):
+    """Everything decide() needs from a Rollout spec, already validated and normalised."""
+
+    replicas: int
+    steps: tuple[Step, ...]
+    template: dict[str, Any]
+    template_hash: str
+    images: tuple[str, ...] = ()
+    port: int | None = None
+    paused: bool = False
+    stable_service: str | None = None
+    canary_service: str | None = None
+    routing: dict[str, Any] | None = None
+    max_traffic_weight: int = 100
+    scale_down_delay_seconds: float = 30.0
+    abort_scale_down_delay_seconds: float = 30.0  # 0 = never scale the aborted canary down
+    revision_history_limit: int = 10
+
+
+# --- persisted state ---------------------------------------------------------------------
+
+
+class PauseCondition(_S, frozen=True):
+    reason: str  # CanaryPauseStep | InconclusiveAnalysisRun
+    start_time: float
+
+
+class Revision(_S, frozen=True):
+    number: int
+    hash: str
+    images: tuple[str, ...] = ()
+
+
+class AnalysisProgress(_S, frozen=True):
+    run_id: str
+    step_index: int
+    metrics: tuple[str, ...] = ()  # empty until the analyzer reports the run started
+    dry_run: tuple[str, ...] = ()
+    metric_phases: dict[str, str] = {}
+    phase: str = "Pending"
+    message: str = ""
+    measurements: int = 0
+    metric_counts: dict[str, int] = {}  # measurements seen per metric, to drop duplicates
+
+
+class PendingScaleDown(_S, frozen=True):
+    revision: str
+    at: float
+
+
+class RolloutState(_S):
+    """One rollout as the planner keeps it in the KV bucket (one key per rollout)."""
+
+    namespace: str
+    name: str
+    plan: Plan
+    spec: dict[str, Any]  # the applied Rollout document, for `get -o json`
+    generation: int = 1
+    revision: int = 1  # the current revision's number
+    current_hash: str = ""
+    stable_hash: str = ""
+    revisions: tuple[Revision, ...] = ()
+    templates: dict[str, dict[str, Any]] = {}  # pod template per live revision hash
+    step_index: int = 0
+    set_weight: int = 0  # desired share of traffic on the current revision
+    actual_weight: int = 0  # share the traffic-shifter confirmed
+    traffic_generation: int = 0
+    traffic_confirmed: int = 0  # last generation the shifter confirmed
+    desired_canary_weight: int = 0  # what the router was last told for the canary
+    routed_stable: str = ""  # revisions the router was last told about
+    routed_canary: str | None = None
+    scale_generation: int = 0
+    replicas: dict[str, int] = {}  # desired replicas per revision hash
+    ready: dict[str, int] = {}  # ready replicas per revision hash, as last observed
+    scale_observed: int = 0
+    abort: bool = False
+    aborted_at: float | None = None
+    abort_message: str = ""
+    abort_scale_down_at: float | None = None  # -1: never (abortScaleDownDelaySeconds 0)
+    paused: bool = False  # user pause (spec.paused or the pause command)
+    pause_conditions: tuple[PauseCondition, ...] = ()
+    pause_until: float | None = None
+    analysis: AnalysisProgress | None = None
+    analysis_counter: int = 0
+    scale_downs: tuple[PendingScaleDown, ...] = ()
+    promote_full: bool = False
+    phase: str = "Progressing"
+    message: str = ""
+    event_seq: int = 0
+    updated_at: float = 0.0
+
+
+# --- decide() inputs ---------------------------------------------------------------------
+
+
+class Apply(_S, frozen=True, tag="apply", tag_field="type"):
+    plan: Plan
+    spec: dict[str, Any]
+
+
+class Promote(_S, frozen=True, tag="promote", tag_field="type"):
+    full: bool = False
+
+
+class Abort(_S, frozen=True, tag="abort", tag_field="type"):
+    pass
+
+
+class Retry(_S, frozen=True, tag="retry", tag_field="type"):
+    pass
+
+
+class Pause(_S, frozen=True, tag="pause", tag_field="type"):
+    pass
+
+
+class Resume(_S, frozen=True, tag="resume", tag_field="type"):
+    pass
+
+
+class Tick(_S, frozen=True, tag="tick", tag_field="type"):
+    pass
+
+
+class TrafficApplied(_S, frozen=True, tag="trafficApplied", tag_field="type"):
+    generation: int
+    canary_weight: int
+    error: str | None = None
+
+
+class ScaleReported(_S, frozen=True, tag="scaleReported", tag_field="type"):
+    generation: int
+    ready: dict[str, int]
+    error: str | None = None
+
+
+class AnalysisStarted(_S, frozen=True, tag="analysisStarted", tag_field="type"):
+    run_id: str
+    metrics: tuple[str, ...]
+    dry_run: tuple[str, ...] = ()
+
+
+class AnalysisMeasured(_S, frozen=True, tag="analysisMeasured", tag_field="type"):
+    run_id: str
+    metric: str
+    index: int
+    phase: str
+    metric_phase: str
+    value: Any = None
+    message: str = ""
+
+
+class AnalysisErrored(_S, frozen=True, tag="analysisErrored", tag_field="type"):
+    run_id: str
+    message: str
+
+
+Input = (
+    Apply
+    | Promote
+    | Abort
+    | Retry
+    | Pause
+    | Resume
+    | Tick
+    | TrafficApplied
+    | ScaleReported
+    | AnalysisStarted
+    | AnalysisMeasured
+    | AnalysisErrored
+)
+
+# --- decide() outputs --------------------------------------------------------------------
+
+
+class PublishTraffic(_S, frozen=True, tag="publishTraffic", tag_field="type"):
+    desired: TrafficDesired
+
+
+class PublishScale(_S, frozen=True, tag="publishScale", tag_field="type"):
+    desired: ScaleDesired
+
+
+class StartAnalysis(_S, frozen=True, tag="startAnalysis", tag_field="type"):
+    namespace: str
+    name: str
+    run_id: str
+    templates: tuple[TemplateRef, ...]
+    args: tuple[ArgValue, ...] = ()
+    dry_run: tuple[str, ...] = ()
+
+
+class StopAnalysis(_S, frozen=True, tag="stopAnalysis", tag_field="type"):
+    run_id: str
+
+
+class Emit(_S, frozen=True, tag="emit", tag_field="type"):
+    event: RolloutEvent
+
+
+class Reject(_S, frozen=True, tag="reject", tag_field="type"):
+    """The input was refused (e.g. retry of a rollout that is not aborted); state is unchanged."""
+
+    message: str
+
+
+Command = PublishTraffic | PublishScale | StartAnalysis | StopAnalysis | Emit | Reject

@@ -1,0 +1,85 @@
+"""Traffic providers: the one small interface every traffic router adapter implements."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from services.traffic_shifter.proxy import Backend, ProxyStats, WeightedProxy
+from shared.messages import Endpoints, TrafficDesired
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """The router cannot honour the weights yet (e.g. no endpoints for a revision); retried on change."""
+
+
+class TrafficProvider(Protocol):
+    async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
+        """Apply the weights; return only once the router serves them; raise NotReady to wait."""
+        ...
+
+    def stats(self) -> dict[str, ProxyStats]: ...
+
+    async def close(self) -> None: ...
+
+
+class NoopProvider:
+    """Confirms every weight at once: for benchmarks of the planner and for dry runs."""
+
+    async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
+        return None
+
+    def stats(self) -> dict[str, ProxyStats]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalProxyProvider:
+    """The built-in weighted reverse proxy: one listener per rollout at the template's containerPort."""
+
+    def __init__(self, *, host: str) -> None:
+        self.host = host
+        self.proxies: dict[str, WeightedProxy] = {}
+
+    async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
+        key = f"{desired.namespace}/{desired.name}"
+        if desired.port is None:
+            raise NotReady("the pod template declares no containerPort to serve the rollout on")
+        revisions = endpoints.revisions if endpoints else {}
+        stable = _backend(desired.stable_revision, revisions)
+        canary = _backend(desired.canary_revision, revisions)
+        weight = desired.canary_weight
+        if weight < 100 and desired.stable_revision and stable is None:
+            raise NotReady(f"no ready endpoints for the stable revision {desired.stable_revision}")
+        if weight > 0 and canary is None:
+            raise NotReady(f"no ready endpoints for the canary revision {desired.canary_revision}")
+        proxy = self.proxies.get(key)
+        if proxy is None or proxy.port != desired.port:
+            if proxy is not None:
+                await proxy.stop()
+            proxy = WeightedProxy(host=self.host, port=desired.port, name=key)
+            await proxy.start()
+            self.proxies[key] = proxy
+            log.info("%s: serving on %s", key, proxy.url)
+        proxy.set_backends(stable=stable, canary=canary, canary_weight=weight)
+
+    def stats(self) -> dict[str, ProxyStats]:
+        return {key: p.stats() for key, p in self.proxies.items()}
+
+    async def close(self) -> None:
+        for p in self.proxies.values():
+            await p.stop()
+        self.proxies.clear()
+
+
+def _backend(revision: str | None, revisions: dict[str, list[str]]) -> Backend | None:
+    if not revision:
+        return None
+    addresses = revisions.get(revision) or []
+    if not addresses:
+        return None
+    return Backend(revision=revision, addresses=tuple(addresses))

@@ -1,0 +1,187 @@
+"""The traffic-shifter: follows each rollout's desired weights and confirms them once the router serves them.
+
+Desired weights and endpoints arrive on last-value streams (one message per rollout), so a
+restarted shifter reads the current desired state and converges: it is level-triggered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from services.traffic_shifter.providers import NotReady, TrafficProvider
+from shared import subjects
+from shared.jetstream import Connection
+from shared.messages import (
+    Endpoints,
+    TrafficConfirmed,
+    TrafficDesired,
+    encoder,
+    endpoints_decoder,
+    traffic_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrafficShifter:
+    def __init__(self, conn: Connection, provider: TrafficProvider) -> None:
+        self.conn = conn
+        self.provider = provider
+        self.desired: dict[str, TrafficDesired] = {}
+        self.endpoints: dict[str, Endpoints] = {}
+        self.confirmed: dict[str, int] = {}
+        self.services: dict[str, tuple[str, str]] = {}  # service name -> (rollout key, role)
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.subs: list[Any] = []
+
+    async def start(self) -> None:
+        js = self.conn.js
+        # Endpoints first, so that the first desired weights find their addresses.
+        self.subs.append(
+            await js.subscribe(
+                subjects.ENDPOINTS_WILDCARD,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                cb=self._on_endpoints,
+            )
+        )
+        self.subs.append(
+            await js.subscribe(
+                subjects.TRAFFIC_WILDCARD,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                cb=self._on_desired,
+            )
+        )
+        log.info("traffic-shifter started")
+
+    async def stop(self) -> None:
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await self.provider.close()
+
+    async def _on_desired(self, msg: Msg) -> None:
+        try:
+            desired = traffic_decoder.decode(msg.data)
+        except msgspec.DecodeError as e:
+            log.warning("malformed desired traffic on %s dropped: %s", msg.subject, e)
+            return
+        key = f"{desired.namespace}/{desired.name}"
+        current = self.desired.get(key)
+        if current is not None and current.generation > desired.generation:
+            return
+        self.desired[key] = desired
+        for service, role in ((desired.stable_service, "stable"), (desired.canary_service, "canary")):
+            if service:
+                self.services[service] = (key, role)
+        await self._reconcile(key)
+
+    async def _on_endpoints(self, msg: Msg) -> None:
+        try:
+            eps = endpoints_decoder.decode(msg.data)
+        except msgspec.DecodeError as e:
+            log.warning("malformed endpoints on %s dropped: %s", msg.subject, e)
+            return
+        key = f"{eps.namespace}/{eps.name}"
+        self.endpoints[key] = eps
+        if key in self.desired:
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: str) -> None:
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            desired = self.desired[key]
+            error: str | None = None
+            try:
+                await self.provider.apply(desired, self.endpoints.get(key))
+            except NotReady as e:
+                log.info("%s: weight %d waits: %s", key, desired.canary_weight, e)
+                return
+            except Exception as e:  # a router failure is reported, never confirmed
+                log.exception("%s: applying weight %d failed", key, desired.canary_weight)
+                error = str(e) or repr(e)
+            if error is None and self.confirmed.get(key) == desired.generation:
+                return  # already confirmed (e.g. an endpoints change re-applied the same weights)
+            confirmation = TrafficConfirmed(
+                namespace=desired.namespace,
+                name=desired.name,
+                generation=desired.generation,
+                canary_weight=desired.canary_weight,
+                error=error,
+            )
+            msg_id = f"tc.{desired.namespace}.{desired.name}.{desired.generation}" + (".err" if error else "")
+            await self.conn.js.publish(
+                subjects.feedback("traffic", desired.namespace, desired.name),
+                encoder.encode(confirmation),
+                headers={"Nats-Msg-Id": msg_id},
+            )
+            if error is None:
+                self.confirmed[key] = desired.generation
+
+    # --- admin / metrics HTTP -------------------------------------------------------------------
+
+    def admin_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/api/v1/rollouts", self._all_stats)
+        app.router.add_get("/api/v1/services/{service}", self._service_stats)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def _all_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=encoder.encode(self.provider.stats()), content_type="application/json")
+
+    async def _service_stats(self, request: web.Request) -> web.Response:
+        """Traffic stats of the revision a (canary or stable) service currently points at."""
+        service = request.match_info["service"]
+        found = self.services.get(service)
+        if found is None:
+            return web.json_response({"error": f"service {service!r} is not known to the traffic-shifter"}, status=404)
+        key, role = found
+        desired = self.desired[key]
+        revision = desired.canary_revision if role == "canary" else desired.stable_revision
+        stats = self.provider.stats().get(key)
+        entry = stats.find(revision, role) if stats is not None and revision else None
+        requests = entry.requests if entry else 0
+        errors = entry.errors5xx + entry.upstream_errors if entry else 0
+        body = {
+            "service": service,
+            "rollout": key,
+            "role": role,
+            "revision": revision,
+            "weight": desired.canary_weight if role == "canary" else 100 - desired.canary_weight,
+            "requests": requests,
+            "errors": errors,
+            "errorRate": errors / requests if requests else 0.0,
+            "errorPercent": 100.0 * errors / requests if requests else 0.0,
+            "latencyP99": entry.latency_p99 if entry else None,
+        }
+        return web.json_response(body)
+
+
+async def run_traffic_shifter(
+    conn: Connection, provider: TrafficProvider, stop: asyncio.Event, *, admin_host: str, admin_port: int
+) -> None:
+    shifter = TrafficShifter(conn, provider)
+    await shifter.start()
+    runner = web.AppRunner(shifter.admin_app(), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
+    await site.start()
+    log.info("traffic-shifter admin on http://%s:%d", admin_host, admin_port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await shifter.stop()
