@@ -55,12 +55,16 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self.proc.returncode} (port {self.port} in use?)")
+                raise NatsServerError(
+                    f"nats-server exited with {self.proc.returncode} (port {self.port} in use?)"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return

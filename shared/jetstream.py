@@ -92,7 +92,9 @@ def bucket_configs() -> list[KeyValueConfig]:
     return [
         KeyValueConfig(bucket=subjects.ROLLOUTS_BUCKET, history=1, storage=StorageType.FILE),
         KeyValueConfig(bucket=subjects.TEMPLATES_BUCKET, history=5, storage=StorageType.FILE),
-        KeyValueConfig(bucket=subjects.ANALYSIS_RUNS_BUCKET, history=1, ttl=7 * DAY, storage=StorageType.FILE),
+        KeyValueConfig(
+            bucket=subjects.ANALYSIS_RUNS_BUCKET, history=1, ttl=7 * DAY, storage=StorageType.FILE
+        ),
     ]
 
 

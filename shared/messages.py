@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 
-class _Msg(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+class _Msg(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", frozen=True):
     pass
 
 

@@ -90,6 +90,11 @@ def analysis_work(kind: str, namespace: str, name: str) -> str:
     return f"{PREFIX}.analysis.work.{kind}.{namespace}.{name}"
 
 
+def ping(service: str) -> str:
+    """Core-NATS request subject every running service answers (readiness checks of `up` and tests)."""
+    return f"{PREFIX}.ping.{service}"
+
+
 def rollout_key(namespace: str, name: str) -> str:
     """KV key of a rollout's planner state (KV keys allow dots; our tokens have none)."""
     return f"{namespace}.{name}"

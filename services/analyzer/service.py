@@ -29,6 +29,7 @@ from services.analyzer.assess import (
     Phase,
     is_metric_done,
     measurement_phase,
+    next_due,
     tally,
 )
 from services.analyzer.providers.errors import MeasurementError

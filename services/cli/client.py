@@ -25,6 +25,31 @@ class CliError(Exception):
     """A failed operation: printed on stderr, exit code 1."""
 
 
+class EventFeed:
+    """A live subscription to one rollout's events; get() waits for the next one."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[RolloutEvent] = asyncio.Queue()
+        self.sub: Any = None
+
+    async def on_msg(self, msg: Any) -> None:
+        with contextlib.suppress(msgspec.DecodeError):
+            self.queue.put_nowait(event_decoder.decode(msg.data))
+
+    async def get(self, timeout: float | None = None) -> RolloutEvent | None:
+        """The next event, or None when `timeout` seconds pass without one."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+            self.sub = None
+
+
 class Client:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -49,8 +74,12 @@ class Client:
         assert self.conn is not None
         return self.conn
 
-    async def command(self, namespace: str, name: str, verb: str, payload: bytes = b"", *, timeout: float = 10.0) -> CommandReply:
-        subject = subjects.command(subjects.check_token(namespace, "namespace"), subjects.check_token(name, "name"), verb)
+    async def command(
+        self, namespace: str, name: str, verb: str, payload: bytes = b"", *, timeout: float = 10.0
+    ) -> CommandReply:
+        subject = subjects.command(
+            subjects.check_token(namespace, "namespace"), subjects.check_token(name, "name"), verb
+        )
         try:
             msg = await self.c.nc.request(subject, payload, timeout=timeout)
         except (NatsTimeout, NoRespondersError) as e:
@@ -90,33 +119,32 @@ class Client:
     async def document(self, namespace: str, name: str) -> dict[str, Any]:
         return rollout_document(await self.state(namespace, name))
 
-    async def events(self, namespace: str, name: str, *, history: bool = True) -> AsyncIterator[RolloutEvent]:
+    async def feed(self, namespace: str, name: str, *, history: bool = True) -> EventFeed:
         """The rollout's events: its whole history first (if asked), then live ones."""
-        queue: asyncio.Queue[RolloutEvent | None] = asyncio.Queue()
-
-        async def on_msg(msg: Any) -> None:
-            with contextlib.suppress(msgspec.DecodeError):
-                await queue.put(event_decoder.decode(msg.data))
-
-        sub = await self.c.js.subscribe(
+        feed = EventFeed()
+        feed.sub = await self.c.js.subscribe(
             subjects.events(namespace, name),
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL if history else DeliverPolicy.NEW,
-            cb=on_msg,
+            cb=feed.on_msg,
         )
+        return feed
+
+    async def events(self, namespace: str, name: str, *, history: bool = True) -> AsyncIterator[RolloutEvent]:
+        feed = await self.feed(namespace, name, history=history)
         try:
             while True:
-                ev = await queue.get()
-                if ev is None:
-                    return
-                yield ev
+                ev = await feed.get()
+                if ev is not None:
+                    yield ev
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await feed.close()
 
     async def history(self, namespace: str, name: str) -> list[RolloutEvent]:
         """Every stored event of the rollout, oldest first."""
-        info = await self.c.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.events(namespace, name))
+        info = await self.c.js.stream_info(
+            subjects.EVENTS_STREAM, subjects_filter=subjects.events(namespace, name)
+        )
         total = (info.state.subjects or {}).get(subjects.events(namespace, name), 0) if info.state else 0
         out: list[RolloutEvent] = []
         if total == 0:

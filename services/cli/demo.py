@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from services.cli.client import Client
-from services.cli.processes import Stack
+from services.cli.processes import Stack, wait_ready
 from shared.embedded_server import free_port
 from shared.messages import RolloutEvent
 from shared.settings import Settings
@@ -58,7 +58,9 @@ def analysis_template(admin_port: int) -> dict[str, Any]:
     }
 
 
-def rollout(version: int, *, port: int, replicas: int, time_scale: float, error_rate: float = 0.0) -> dict[str, Any]:
+def rollout(
+    version: int, *, port: int, replicas: int, time_scale: float, error_rate: float = 0.0
+) -> dict[str, Any]:
     """The seed's plan, with a command for local mode and pauses scaled by --time-scale."""
     pause = max(1, round(300 * time_scale))
     delay = max(1, round(30 * time_scale))
@@ -83,7 +85,10 @@ def rollout(version: int, *, port: int, replicas: int, time_scale: float, error_
                                 {"name": "ERROR_RATE", "value": str(error_rate)},
                             ],
                             "ports": [{"containerPort": port}],
-                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": port},
+                                "periodSeconds": 1,
+                            },
                         }
                     ]
                 },
@@ -94,7 +99,9 @@ def rollout(version: int, *, port: int, replicas: int, time_scale: float, error_
                     "stableService": "my-app-stable-svc",
                     "scaleDownDelaySeconds": delay,
                     "abortScaleDownDelaySeconds": delay,
-                    "trafficRouting": {"istio": {"virtualService": {"name": "my-app-vsvc", "routes": ["primary"]}}},
+                    "trafficRouting": {
+                        "istio": {"virtualService": {"name": "my-app-vsvc", "routes": ["primary"]}}
+                    },
                     "steps": [
                         {"setWeight": 10},
                         {"pause": {}},
@@ -166,48 +173,82 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
         tmp = tempfile.TemporaryDirectory(prefix="rollouts-demo-")
         state_dir = Path(tmp.name)
     app_port = 8080 if _port_free(8080) else free_port()
-    settings = Settings(nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=state_dir, admin_port=free_port())
+    settings = Settings(
+        nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=state_dir, admin_port=free_port()
+    )
     stack = Stack(settings, embedded_nats=True, log_dir=state_dir / "logs")
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
 
     say(f"starting nats-server (JetStream) on {settings.nats_url} and the four services as processes")
-    say(f"logs: {state_dir / 'logs'}; the app is served through the built-in proxy on http://127.0.0.1:{app_port}/")
+    say(
+        f"logs: {state_dir / 'logs'}; the app is served through the built-in proxy on http://127.0.0.1:{app_port}/"
+    )
     await asyncio.to_thread(stack.start)
+    await wait_ready(settings.nats_url)
+    say("all four services answer")
     traffic = Traffic(f"http://127.0.0.1:{app_port}/")
     outcome: dict[str, Any] = {}
     shares: list[tuple[int, int, float, int]] = []
     try:
         async with Client(settings.nats_url) as client:
-            say("applying AnalysisTemplate http-error-rate (web provider on the traffic-shifter's per-service stats)")
+            say(
+                "applying AnalysisTemplate http-error-rate (web provider on the traffic-shifter's per-service stats)"
+            )
             await _apply(client, analysis_template(settings.admin_port))
-            say(f"applying Rollout {NAME} version 1 ({replicas} replicas): the first version becomes stable directly")
+            say(
+                f"applying Rollout {NAME} version 1 ({replicas} replicas): the first version becomes stable directly"
+            )
             watcher = asyncio.create_task(_follow(client, traffic, say, shares))
             await _apply(client, rollout(1, port=app_port, replicas=replicas, time_scale=time_scale))
             await _wait(client, lambda s: s["phase"] == "Healthy", timeout=60)
             say("version 1 Healthy; starting traffic through the proxy")
             gen = asyncio.create_task(traffic.run())
             pause = max(1, round(300 * time_scale))
-            say(f"applying version 2: the seed's 6 steps (the 5m pause is shortened to {pause}s by --time-scale {time_scale:g})")
+            say(
+                f"applying version 2: the seed's 6 steps (the 5m pause is shortened to {pause}s by --time-scale {time_scale:g})"
+            )
             t0 = time.monotonic()
             await _apply(client, rollout(2, port=app_port, replicas=replicas, time_scale=time_scale))
-            st = await _wait(client, lambda s: (s["phase"] in ("Healthy", "Degraded") and s["currentRevision"] == 2
-                             and s["stableRevision"] == 2) or s["phase"] == "Degraded", timeout=90)
+            st = await _wait(
+                client,
+                lambda s: (
+                    (
+                        s["phase"] in ("Healthy", "Degraded")
+                        and s["currentRevision"] == 2
+                        and s["stableRevision"] == 2
+                    )
+                    or s["phase"] == "Degraded"
+                ),
+                timeout=90,
+            )
             outcome["v2"] = (st["phase"], time.monotonic() - t0)
-            say(f"version 2 is {st['phase']} (stable revision {st['stableRevision']}) after {time.monotonic() - t0:.1f}s")
+            say(
+                f"version 2 is {st['phase']} (stable revision {st['stableRevision']}) after {time.monotonic() - t0:.1f}s"
+            )
             say("applying version 3, which answers half of its requests with HTTP 500")
             t0 = time.monotonic()
-            await _apply(client, rollout(3, port=app_port, replicas=replicas, time_scale=time_scale, error_rate=0.5))
-            st = await _wait(client, lambda s: (s["phase"] == "Degraded" and s["actualWeight"] == 0)
-                             or (s["phase"] == "Healthy" and s["currentRevision"] == 3), timeout=90)
+            await _apply(
+                client, rollout(3, port=app_port, replicas=replicas, time_scale=time_scale, error_rate=0.5)
+            )
+            st = await _wait(
+                client,
+                lambda s: (
+                    (s["phase"] == "Degraded" and s["actualWeight"] == 0)
+                    or (s["phase"] == "Healthy" and s["currentRevision"] == 3)
+                ),
+                timeout=90,
+            )
             outcome["v3"] = (st["phase"], time.monotonic() - t0)
             say(f"version 3 is {st['phase']}: {st['message']}")
             w, e = traffic.reset()
             await asyncio.sleep(1.0)  # a second of traffic after the rollback, to show where it goes
             w, e = traffic.reset()
             served = sum(w.values())
-            say(f"after the rollback: {served} requests, {w['canary']} to the canary, {sum(e.values())} errors")
+            say(
+                f"after the rollback: {served} requests, {w['canary']} to the canary, {sum(e.values())} errors"
+            )
             outcome["after"] = (served, w["canary"], sum(e.values()))
             traffic.stop.set()
             await gen
@@ -223,8 +264,12 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
     ok = outcome.get("v2", ("",))[0] == "Healthy" and outcome.get("v3", ("",))[0] == "Degraded"
     print("\nSummary")
     print("-------")
-    print(f"version 2: {outcome.get('v2', ('?', 0))[0]} after {outcome.get('v2', ('?', 0))[1]:.1f}s (promoted to stable)")
-    print(f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s (analysis failed, rolled back)")
+    print(
+        f"version 2: {outcome.get('v2', ('?', 0))[0]} after {outcome.get('v2', ('?', 0))[1]:.1f}s (promoted to stable)"
+    )
+    print(
+        f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s (analysis failed, rolled back)"
+    )
     print(f"requests sent through the proxy: {traffic.total}")
     print("weight set -> canary share observed while that weight was in effect:")
     for rev, weight, share, n in shares:
@@ -245,7 +290,7 @@ async def _apply(client: Client, doc: dict[str, Any]) -> None:
 async def _wait(client: Client, cond: Any, *, timeout: float) -> dict[str, Any]:
     """Re-read the status on every event until `cond` holds."""
     deadline = time.monotonic() + timeout
-    events = client.events(NS, NAME, history=False)
+    feed = await client.feed(NS, NAME, history=False)
     try:
         while True:
             st = (await client.document(NS, NAME))["status"]
@@ -254,13 +299,14 @@ async def _wait(client: Client, cond: Any, *, timeout: float) -> dict[str, Any]:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SystemExit(f"error: demo timed out; last status: {json.dumps(st)}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(anext(events), timeout=min(left, 1.0))
+            await feed.get(timeout=min(left, 1.0))
     finally:
-        await events.aclose()
+        await feed.close()
 
 
-async def _follow(client: Client, traffic: Traffic, say: Any, shares: list[tuple[int, int, float, int]]) -> None:
+async def _follow(
+    client: Client, traffic: Traffic, say: Any, shares: list[tuple[int, int, float, int]]
+) -> None:
     """Print every event; promote indefinite pauses with a plain NATS publish; report observed shares."""
     last_weight: tuple[int, int] | None = None
     async for ev in client.events(NS, NAME, history=False):
@@ -272,8 +318,10 @@ async def _follow(client: Client, traffic: Traffic, say: Any, shares: list[tuple
                 share = 100.0 * w["canary"] / n
                 err = 100.0 * e["canary"] / w["canary"] if w["canary"] else 0.0
                 shares.append((last_weight[0], last_weight[1], share, n))
-                say(f"    traffic while weight was {last_weight[1]}%: canary got {share:.1f}% of {n} requests"
-                    f" (canary errors {err:.0f}%)")
+                say(
+                    f"    traffic while weight was {last_weight[1]}%: canary got {share:.1f}% of {n} requests"
+                    f" (canary errors {err:.0f}%)"
+                )
             last_weight = (ev.revision, ev.actual_weight)
         if line:
             say(line)
@@ -286,8 +334,11 @@ async def _follow(client: Client, traffic: Traffic, say: Any, shares: list[tuple
 def _describe(ev: RolloutEvent) -> str:
     if ev.type in ("ReplicasUpdated",):
         return f"    {ev.message}"
-    return f"rev {ev.revision} step {ev.step_index} setWeight {ev.set_weight:>3} actualWeight {ev.actual_weight:>3} " \
-           f"{ev.phase:<11} {ev.type}: {ev.message}" + (f" [value {ev.measurement}]" if ev.measurement is not None else "")
+    return (
+        f"rev {ev.revision} step {ev.step_index} setWeight {ev.set_weight:>3} actualWeight {ev.actual_weight:>3} "
+        f"{ev.phase:<11} {ev.type}: {ev.message}"
+        + (f" [value {ev.measurement}]" if ev.measurement is not None else "")
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,18 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("NATS_URL", DEFAULT_NATS_URL),
         help="NATS URL (default $NATS_URL, else %(default)s)",
     )
-    p = argparse.ArgumentParser(prog="rollouts", description="Progressive delivery over NATS JetStream", parents=[common])
+    p = argparse.ArgumentParser(
+        prog="rollouts", description="Progressive delivery over NATS JetStream", parents=[common]
+    )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", parents=[common], help="run the four services (and optionally an embedded nats-server)")
+    up = sub.add_parser(
+        "up", parents=[common], help="run the four services (and optionally an embedded nats-server)"
+    )
     up.add_argument("--embedded-nats", action="store_true", help="start a nats-server with JetStream too")
-    up.add_argument("--state-dir", type=Path, default=None, help="where JetStream and replica logs are stored")
+    up.add_argument(
+        "--state-dir", type=Path, default=None, help="where JetStream and replica logs are stored"
+    )
     up.add_argument("--platform", choices=("local", "noop"), default="local")
     up.add_argument("--analyzers", type=int, default=1, help="number of analyzer processes")
     up.add_argument("--admin-port", type=int, default=None, help="traffic-shifter admin port")
@@ -63,10 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         v.add_argument("name")
         v.add_argument("-n", "--namespace", default="default")
         if verb == "promote":
-            v.add_argument("--full", action="store_true", help="skip all remaining steps, pauses and analyses")
+            v.add_argument(
+                "--full", action="store_true", help="skip all remaining steps, pauses and analyses"
+            )
 
     demo = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on this machine")
-    demo.add_argument("--time-scale", type=float, default=0.02, help="factor applied to pause durations (5m -> 6s)")
+    demo.add_argument(
+        "--time-scale", type=float, default=0.02, help="factor applied to pause durations (5m -> 6s)"
+    )
     demo.add_argument("--replicas", type=int, default=10)
     demo.add_argument("--state-dir", type=Path, default=None)
     return p
@@ -108,7 +118,9 @@ async def _run(args: argparse.Namespace) -> int:
         from services.cli.processes import run_up
 
         settings = Settings.from_env(nats_url=args.nats, state_dir=args.state_dir, admin_port=args.admin_port)
-        return await run_up(settings, embedded_nats=args.embedded_nats, platform=args.platform, analyzers=args.analyzers)
+        return await run_up(
+            settings, embedded_nats=args.embedded_nats, platform=args.platform, analyzers=args.analyzers
+        )
     if cmd == "lint":
         return _lint(args.filename)
     if cmd == "demo":
@@ -136,13 +148,22 @@ async def _run(args: argparse.Namespace) -> int:
             if not reply.ok:
                 return _err(f"rollout {args.namespace}/{args.name}: {reply.error}")
             st = reply.status or {}
-            print(f"rollout '{args.name}' {_past(cmd)}: {st.get('phase', '?')}" + (f" ({st['message']})" if st.get("message") else ""))
+            print(
+                f"rollout '{args.name}' {_past(cmd)}: {st.get('phase', '?')}"
+                + (f" ({st['message']})" if st.get("message") else "")
+            )
             return 0
     return 2
 
 
 def _past(verb: str) -> str:
-    return {"promote": "promoted", "abort": "aborted", "retry": "retried", "pause": "paused", "resume": "resumed"}[verb]
+    return {
+        "promote": "promoted",
+        "abort": "aborted",
+        "retry": "retried",
+        "pause": "paused",
+        "resume": "resumed",
+    }[verb]
 
 
 def _read(filename: str) -> bytes:
@@ -196,7 +217,10 @@ def _lint(filename: str) -> int:
     for d in checked:
         print(f"✔ {type(d).__name__}/{d.metadata.name if d.metadata else '?'}: valid")
     ignored = len(docs) - len(checked)
-    print(f"{filename}: {len(checked)} object(s) valid" + (f", {ignored} other object(s) ignored" if ignored else ""))
+    print(
+        f"{filename}: {len(checked)} object(s) valid"
+        + (f", {ignored} other object(s) ignored" if ignored else "")
+    )
     return 0
 
 

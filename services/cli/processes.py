@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from shared import subjects
 from shared.embedded_server import EmbeddedNats
-from shared.jetstream import connect
+from shared.jetstream import Connection, connect
 from shared.settings import Settings, setup_logging
 from shared.tasks import TaskGroup
 
@@ -38,16 +40,22 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         from services.traffic_shifter.providers import LocalProxyProvider, NoopProvider, TrafficProvider
         from services.traffic_shifter.service import run_traffic_shifter
 
-        provider: TrafficProvider = NoopProvider() if platform == "noop" else LocalProxyProvider(host=settings.proxy_host)
+        provider: TrafficProvider = (
+            NoopProvider() if platform == "noop" else LocalProxyProvider(host=settings.proxy_host)
+        )
         group.spawn(
-            run_traffic_shifter(conn, provider, stop, admin_host=settings.proxy_host, admin_port=settings.admin_port),
+            run_traffic_shifter(
+                conn, provider, stop, admin_host=settings.proxy_host, admin_port=settings.admin_port
+            ),
             "main",
         )
     elif service == "analyzer":
         from services.analyzer.service import run_analyzer
 
         group.spawn(
-            run_analyzer(conn, stop, concurrency=settings.analyzer_concurrency, ack_wait=settings.analyzer_ack_wait),
+            run_analyzer(
+                conn, stop, concurrency=settings.analyzer_concurrency, ack_wait=settings.analyzer_ack_wait
+            ),
             "main",
         )
     elif service == "scaler":
@@ -65,9 +73,19 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         )
     else:
         raise ValueError(f"unknown service {service!r}")
+
+    async def pong(msg: Any) -> None:
+        if msg.reply:
+            await conn.nc.publish(msg.reply, service.encode())
+
+    # Answer pings only once the service's subscriptions are in place (its start() returned).
+    await asyncio.wait(
+        {asyncio.ensure_future(_started(conn, service)), *group.tasks}, return_when=asyncio.FIRST_COMPLETED
+    )
+    await conn.nc.subscribe(subjects.ping(service), cb=pong)
     failed = asyncio.create_task(group.failed.wait())
     stopping = asyncio.create_task(stop.wait())
-    main_done = asyncio.create_task(asyncio.gather(*group.tasks, return_exceptions=True))
+    main_done = asyncio.ensure_future(asyncio.gather(*group.tasks, return_exceptions=True))
     await asyncio.wait({failed, stopping, main_done}, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     try:
@@ -80,6 +98,46 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         await conn.close()
     log.info("%s stopped", service)
     return 1 if group.failed.is_set() else 0
+
+
+async def _started(conn: Connection, service: str) -> None:
+    """Wait until the service's own subscriptions exist: the durable consumers it creates."""
+    consumer = {
+        "planner": (subjects.FEEDBACK_STREAM, subjects.PLANNER_FEEDBACK_CONSUMER),
+        "analyzer": (subjects.ANALYSIS_WORK_STREAM, subjects.ANALYZER_CONSUMER),
+    }.get(service)
+    for _ in range(600):
+        if consumer is None:
+            await asyncio.sleep(0.2)  # shifter and scaler use ephemeral ordered consumers
+            return
+        try:
+            await conn.js.consumer_info(*consumer)
+            await asyncio.sleep(0.05)
+            return
+        except Exception:
+            await asyncio.sleep(0.05)
+
+
+async def wait_ready(url: str, services: tuple[str, ...] = SERVICES, timeout: float = 30.0) -> None:
+    """Until every named service answers its ping."""
+    import nats
+
+    nc = await nats.connect(url, max_reconnect_attempts=-1)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        for service in services:
+            while True:
+                try:
+                    await nc.request(subjects.ping(service), b"", timeout=0.5)
+                    break
+                except Exception:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise TimeoutError(
+                            f"service {service} did not become ready within {timeout:g}s"
+                        ) from None
+                    await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
 
 
 def service_command(service: str, settings: Settings, *, platform: str = "local") -> list[str]:
@@ -115,7 +173,12 @@ class Stack:
     """An optional embedded nats-server plus the four services as child processes."""
 
     def __init__(
-        self, settings: Settings, *, embedded_nats: bool, platform: str = "local", log_dir: Path | None = None,
+        self,
+        settings: Settings,
+        *,
+        embedded_nats: bool,
+        platform: str = "local",
+        log_dir: Path | None = None,
         analyzers: int = 1,
     ) -> None:
         self.settings = settings

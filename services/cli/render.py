@@ -25,7 +25,7 @@ def rollout_view(s: RolloutState) -> str:
         f"  SetWeight:     {s.set_weight}",
         f"  ActualWeight:  {s.actual_weight}",
     ]
-    images = []
+    images: list[str] = []
     for r in reversed(s.revisions):
         role = _role(s, r.hash)
         if role:
@@ -65,7 +65,9 @@ def _role(s: RolloutState, h: str) -> str:
 
 
 def list_view(states: list[RolloutState]) -> str:
-    rows = [f"{'NAMESPACE':<12} {'NAME':<24} {'STATUS':<12} {'STEP':>6} {'SETWEIGHT':>9} {'ACTUAL':>6}  REVISION"]
+    rows = [
+        f"{'NAMESPACE':<12} {'NAME':<24} {'STATUS':<12} {'STEP':>6} {'SETWEIGHT':>9} {'ACTUAL':>6}  REVISION"
+    ]
     for s in states:
         steps = len(s.plan.steps)
         rows.append(

@@ -101,7 +101,9 @@ def decide(
     if state is None:
         if isinstance(event, Apply):
             return _create(event, now, namespace, name)
-        if isinstance(event, (TrafficApplied, ScaleReported, AnalysisStarted, AnalysisMeasured, AnalysisErrored, Tick)):
+        if isinstance(
+            event, (TrafficApplied, ScaleReported, AnalysisStarted, AnalysisMeasured, AnalysisErrored, Tick)
+        ):
             return None, []  # feedback about a rollout we no longer know: nothing to do
         return None, [Reject(message=f"rollout {namespace}/{name} not found")]
 
@@ -168,7 +170,10 @@ def _create(event: Apply, now: float, namespace: str, name: str) -> tuple[Rollou
         paused=plan.paused,
     )
     c = _Ctx(state, now)
-    c.emit("RolloutCreated", f"Rollout created: revision 1 ({', '.join(plan.images) or plan.template_hash}) is stable")
+    c.emit(
+        "RolloutCreated",
+        f"Rollout created: revision 1 ({', '.join(plan.images) or plan.template_hash}) is stable",
+    )
     _progress(c)
     _update_phase(c)
     c.s.updated_at = now
@@ -191,7 +196,10 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
     _stop_analysis(c)
     intermediate = s.current_hash if s.current_hash != s.stable_hash else None
     if intermediate:
-        s.scale_downs = (*_without(s.scale_downs, intermediate), PendingScaleDown(revision=intermediate, at=c.now))
+        s.scale_downs = (
+            *_without(s.scale_downs, intermediate),
+            PendingScaleDown(revision=intermediate, at=c.now),
+        )
     s.abort = False
     s.aborted_at = None
     s.pause_conditions = ()
@@ -215,7 +223,10 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
     s.actual_weight = 0
     _trim_history(s)
     images = ", ".join(plan.images) or new_hash
-    c.emit("RevisionStarted", f"Rollout updated to revision {s.revision} ({images}): starting step 1 of {len(plan.steps)}")
+    c.emit(
+        "RevisionStarted",
+        f"Rollout updated to revision {s.revision} ({images}): starting step 1 of {len(plan.steps)}",
+    )
     return None
 
 
@@ -342,11 +353,17 @@ def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
     if a is None or a.run_id != ev.run_id or a.metrics:
         return None
     c.s.analysis = msgspec.structs.replace(
-        a, metrics=ev.metrics, dry_run=ev.dry_run, phase=Phase.RUNNING.value,
+        a,
+        metrics=ev.metrics,
+        dry_run=ev.dry_run,
+        phase=Phase.RUNNING.value,
         metric_phases={m: Phase.RUNNING.value for m in ev.metrics},
     )
-    c.emit("AnalysisRunRunning", f"Analysis run {ev.run_id} running: metrics {', '.join(ev.metrics)}",
-           analysis_run=ev.run_id)
+    c.emit(
+        "AnalysisRunRunning",
+        f"Analysis run {ev.run_id} running: metrics {', '.join(ev.metrics)}",
+        analysis_run=ev.run_id,
+    )
     return None
 
 
@@ -358,21 +375,34 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
         return None  # a duplicate measurement (redelivered work)
     phases = {**a.metric_phases, ev.metric: ev.metric_phase}
     counts = {**a.metric_counts, ev.metric: ev.index + 1}
-    phase = run_phase({m: Phase(p) for m, p in phases.items()}, set(a.dry_run)).value if a.metrics else a.phase
-    message = ev.message if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != "Successful" else a.message
+    phase = (
+        run_phase({m: Phase(p) for m, p in phases.items()}, set(a.dry_run)).value if a.metrics else a.phase
+    )
+    message = (
+        ev.message if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != "Successful" else a.message
+    )
     c.s.analysis = msgspec.structs.replace(
-        a, metric_phases=phases, metric_counts=counts, phase=phase, measurements=a.measurements + 1, message=message
+        a,
+        metric_phases=phases,
+        metric_counts=counts,
+        phase=phase,
+        measurements=a.measurements + 1,
+        message=message,
     )
     c.emit(
         "AnalysisMeasurement",
-        f"Metric {ev.metric} measurement {ev.index + 1}: {ev.phase}" + (f" ({ev.message})" if ev.message else ""),
+        f"Metric {ev.metric} measurement {ev.index + 1}: {ev.phase}"
+        + (f" ({ev.message})" if ev.message else ""),
         analysis_run=ev.run_id,
         metric=ev.metric,
         measurement=ev.value,
     )
     if phase in TERMINAL_ANALYSIS:
-        c.emit("AnalysisRunCompleted", f"Analysis run {ev.run_id} {phase}" + (f": {message}" if message else ""),
-               analysis_run=ev.run_id)
+        c.emit(
+            "AnalysisRunCompleted",
+            f"Analysis run {ev.run_id} {phase}" + (f": {message}" if message else ""),
+            analysis_run=ev.run_id,
+        )
     return None
 
 
@@ -466,15 +496,30 @@ def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
         s.analysis_counter += 1
         run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{s.analysis_counter}"
         s.analysis = AnalysisProgress(run_id=run_id, step_index=s.step_index)
-        c.out.append(StartAnalysis(namespace=s.namespace, name=s.name, run_id=run_id, templates=step.templates, args=step.args, dry_run=step.dry_run))
+        c.out.append(
+            StartAnalysis(
+                namespace=s.namespace,
+                name=s.name,
+                run_id=run_id,
+                templates=step.templates,
+                args=step.args,
+                dry_run=step.dry_run,
+            )
+        )
         names = ", ".join(t.template_name for t in step.templates)
-        c.emit("AnalysisRunStarted", f"Step {s.step_index + 1}/{len(s.plan.steps)}: analysis {names} started",
-               analysis_run=run_id)
+        c.emit(
+            "AnalysisRunStarted",
+            f"Step {s.step_index + 1}/{len(s.plan.steps)}: analysis {names} started",
+            analysis_run=run_id,
+        )
         c.waiting = "waiting for analysis"
         return False
     if a.phase == Phase.SUCCESSFUL.value:
         s.step_index += 1
-        c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: analysis {a.run_id} Successful")
+        c.emit(
+            "StepCompleted",
+            f"Step {s.step_index}/{len(s.plan.steps)} completed: analysis {a.run_id} Successful",
+        )
         return True
     if a.phase in (Phase.FAILED.value, Phase.ERROR.value):
         _do_abort(c, f"analysis run {a.run_id} {a.phase}" + (f": {a.message}" if a.message else ""))
@@ -503,7 +548,10 @@ def _complete(c: _Ctx) -> bool:
     s.analysis = None if s.analysis and s.analysis.phase not in TERMINAL_ANALYSIS else s.analysis
     delay = s.plan.scale_down_delay_seconds
     s.scale_downs = (*_without(s.scale_downs, old), PendingScaleDown(revision=old, at=c.now + delay))
-    c.emit("RolloutPromoted", f"Revision {s.revision} promoted to stable; old revision scaled down in {_fmt_seconds(delay)}")
+    c.emit(
+        "RolloutPromoted",
+        f"Revision {s.revision} promoted to stable; old revision scaled down in {_fmt_seconds(delay)}",
+    )
     return True
 
 
@@ -533,7 +581,11 @@ def _aborted(c: _Ctx) -> None:
                 *_without(s.scale_downs, s.current_hash),
                 PendingScaleDown(revision=s.current_hash, at=c.now + delay),
             )
-    keep = s.replicas.get(s.current_hash, 0) if s.abort_scale_down_at is None or s.abort_scale_down_at < 0 else None
+    keep = (
+        s.replicas.get(s.current_hash, 0)
+        if s.abort_scale_down_at is None or s.abort_scale_down_at < 0
+        else None
+    )
     _scale(c, canary=keep)
 
 
@@ -586,7 +638,9 @@ def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
         for h, n in sorted(replicas.items())
     )
     c.out.append(
-        PublishScale(desired=ScaleDesired(namespace=s.namespace, name=s.name, generation=s.scale_generation, sets=sets))
+        PublishScale(
+            desired=ScaleDesired(namespace=s.namespace, name=s.name, generation=s.scale_generation, sets=sets)
+        )
     )
 
 
@@ -634,7 +688,9 @@ def _stop_analysis_run(c: _Ctx) -> None:
     a = c.s.analysis
     if a is not None and a.phase not in TERMINAL_ANALYSIS:
         c.out.append(StopAnalysis(run_id=a.run_id))
-        c.s.analysis = msgspec.structs.replace(a, phase="Terminated", message="run stopped: the rollout moved on")
+        c.s.analysis = msgspec.structs.replace(
+            a, phase="Terminated", message="run stopped: the rollout moved on"
+        )
 
 
 # --- phase and message, in Argo's order: Degraded, Paused, Progressing, Healthy ----------------
@@ -719,9 +775,7 @@ def status_of(s: RolloutState) -> dict[str, Any]:
         "stableRS": s.stable_hash,
         "currentPodHash": s.current_hash,
         "abort": s.abort,
-        "pauseConditions": [
-            {"reason": p.reason, "startTime": iso(p.start_time)} for p in s.pause_conditions
-        ],
+        "pauseConditions": [{"reason": p.reason, "startTime": iso(p.start_time)} for p in s.pause_conditions],
         "controllerPause": bool(s.pause_conditions),
         "paused": s.paused,
         "observedGeneration": s.generation,

@@ -10,7 +10,7 @@ import msgspec
 from services.planner.state import AnalysisStep, PauseStep, Plan, SetWeightStep, Step
 from shared.durations import parse_pause_duration
 from shared.messages import ArgValue, TemplateRef
-from shared.specs import Rollout, SpecError, to_builtins
+from shared.specs import Rollout, SpecError
 
 UNSUPPORTED_STEPS = ("experiment", "set_canary_scale", "set_header_route", "set_mirror_route", "plugin")
 
@@ -26,9 +26,11 @@ def compile_plan(rollout: Rollout) -> Plan:
     if spec.template is None:
         raise SpecError("spec.template", "required (workloadRef is not supported by the local platform yet)")
     if spec.strategy.blue_green is not None:
-        raise SpecError("spec.strategy.blueGreen", "blue-green is not supported by this version of the planner yet")
+        raise SpecError(
+            "spec.strategy.blueGreen", "blue-green is not supported by this version of the planner yet"
+        )
     canary = spec.strategy.canary
-    template = to_builtins(spec.template)
+    template = msgspec.to_builtins(spec.template)
     containers = spec.template.spec.containers if spec.template.spec else []
     images = tuple(c.image for c in containers if c.image)
     port = None
@@ -46,7 +48,7 @@ def compile_plan(rollout: Rollout) -> Plan:
         for i, step in enumerate(canary.steps or []):
             steps.append(_compile_step(i, step))
         if canary.traffic_routing is not None:
-            routing = to_builtins(canary.traffic_routing)
+            routing = msgspec.to_builtins(canary.traffic_routing)
             max_weight = canary.traffic_routing.max_traffic_weight or 100
         if canary.scale_down_delay_seconds is not None:
             scale_down = float(canary.scale_down_delay_seconds)
@@ -99,5 +101,7 @@ def _compile_step(i: int, step: Any) -> Step:
     for kind in UNSUPPORTED_STEPS:
         if getattr(step, kind, None) is not None:
             camel = kind.split("_")[0] + "".join(w.title() for w in kind.split("_")[1:])
-            raise SpecError(f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet")
+            raise SpecError(
+                f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet"
+            )
     raise SpecError(path, "step has no kind")

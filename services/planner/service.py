@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -76,11 +78,15 @@ class CommandError(ValueError):
     """A command that cannot be carried out; its message goes back to the sender."""
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*args\.[A-Za-z0-9_.-]+\s*\}\}")
+
+
 def check_condition(source: str) -> str | None:
+    """A condition's syntax, checked at lint/apply time; {{args.x}} placeholders stand for a number."""
     from services.analyzer.expressions import ExpressionError, compile_expression
 
     try:
-        compile_expression(source)
+        compile_expression(_PLACEHOLDER.sub("0", source), variables=("result",))
     except ExpressionError as e:
         return str(e)
     return None
@@ -117,7 +123,12 @@ class Planner:
         await self._load_states()
         # Replies: the stream keeps no reply subject, so remember who asked (core subscription).
         self.subs.append(await self.conn.nc.subscribe(subjects.COMMANDS_WILDCARD, cb=self._on_request))
-        common = {"ack_policy": AckPolicy.EXPLICIT, "ack_wait": 30.0, "max_deliver": -1, "max_ack_pending": 1000}
+        common = {
+            "ack_policy": AckPolicy.EXPLICIT,
+            "ack_wait": 30.0,
+            "max_deliver": -1,
+            "max_ack_pending": 1000,
+        }
         self.subs.append(
             await js.subscribe(
                 subjects.COMMANDS_WILDCARD,
@@ -225,9 +236,15 @@ class Planner:
         return await self.handle(namespace, name, event, now)
 
     async def _apply(self, namespace: str, name: str, data: bytes, now: float) -> CommandReply:
-        docs = [d for d in load_documents(data, check_condition=check_condition) if isinstance(d, (Rollout, AnalysisTemplate, ClusterAnalysisTemplate))]
+        docs = [
+            d
+            for d in load_documents(data, check_condition=check_condition)
+            if isinstance(d, (Rollout, AnalysisTemplate, ClusterAnalysisTemplate))
+        ]
         if len(docs) != 1:
-            raise CommandError("apply takes exactly one Rollout, AnalysisTemplate or ClusterAnalysisTemplate document")
+            raise CommandError(
+                "apply takes exactly one Rollout, AnalysisTemplate or ClusterAnalysisTemplate document"
+            )
         doc = docs[0]
         doc_name = doc.metadata.name if doc.metadata else None
         if doc_name != name:
@@ -239,7 +256,9 @@ class Planner:
             return CommandReply(ok=True)
         doc_ns = doc.metadata.namespace if doc.metadata else None
         if doc_ns and doc_ns != namespace:
-            raise CommandError(f"metadata.namespace {doc_ns!r} does not match the subject's namespace {namespace!r}")
+            raise CommandError(
+                f"metadata.namespace {doc_ns!r} does not match the subject's namespace {namespace!r}"
+            )
         plan = compile_plan(doc)
         spec = to_builtins(doc)
         spec.setdefault("metadata", {})["namespace"] = namespace
@@ -253,7 +272,9 @@ class Planner:
             event: Input
             match fb:
                 case TrafficConfirmed():
-                    event = TrafficApplied(generation=fb.generation, canary_weight=fb.canary_weight, error=fb.error)
+                    event = TrafficApplied(
+                        generation=fb.generation, canary_weight=fb.canary_weight, error=fb.error
+                    )
                 case ScaleObserved():
                     event = ScaleReported(
                         generation=fb.generation, ready={s.revision: s.ready for s in fb.sets}, error=fb.error
@@ -262,8 +283,13 @@ class Planner:
                     event = AnalysisStarted(run_id=fb.run_id, metrics=fb.metrics, dry_run=fb.dry_run)
                 case MeasurementTaken():
                     event = AnalysisMeasured(
-                        run_id=fb.run_id, metric=fb.metric, index=fb.index, phase=fb.phase,
-                        metric_phase=fb.metric_phase, value=fb.value, message=fb.message,
+                        run_id=fb.run_id,
+                        metric=fb.metric,
+                        index=fb.index,
+                        phase=fb.phase,
+                        metric_phase=fb.metric_phase,
+                        value=fb.value,
+                        message=fb.message,
                     )
                 case AnalysisRunErrored():
                     event = AnalysisErrored(run_id=fb.run_id, message=fb.message)
@@ -299,7 +325,7 @@ class Planner:
 
     async def _carry_out(self, commands: list[Any]) -> None:
         js = self.conn.js
-        pubs = []
+        pubs: list[Coroutine[Any, Any, Any]] = []
         for c in commands:
             match c:
                 case Emit(event=ev):
@@ -315,7 +341,9 @@ class Planner:
                         js.publish(
                             subjects.traffic_desired(d.namespace, d.name),
                             encoder.encode(d),
-                            headers={"Nats-Msg-Id": f"tr.{d.namespace}.{d.name}.{d.generation}.{d.stable_revision}"},
+                            headers={
+                                "Nats-Msg-Id": f"tr.{d.namespace}.{d.name}.{d.generation}.{d.stable_revision}"
+                            },
                         )
                     )
                 case PublishScale(desired=d):
@@ -323,13 +351,20 @@ class Planner:
                         js.publish(
                             subjects.scale_desired(d.namespace, d.name),
                             encoder.encode(d),
-                            headers={"Nats-Msg-Id": f"sc.{d.namespace}.{d.name}.{d.generation}.{len(d.sets)}"},
+                            headers={
+                                "Nats-Msg-Id": f"sc.{d.namespace}.{d.name}.{d.generation}.{len(d.sets)}"
+                            },
                         )
                     )
                 case StartAnalysis():
                     ns, name = c.namespace, c.name
                     start = AnalysisStart(
-                        namespace=ns, name=name, run_id=c.run_id, templates=c.templates, args=c.args, dry_run=c.dry_run
+                        namespace=ns,
+                        name=name,
+                        run_id=c.run_id,
+                        templates=c.templates,
+                        args=c.args,
+                        dry_run=c.dry_run,
                     )
                     pubs.append(
                         js.publish(

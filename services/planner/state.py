@@ -9,7 +9,11 @@ import msgspec
 from shared.messages import ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
 
 
-class _S(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+class _S(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", frozen=True):
+    pass
+
+
+class _Mutable(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     pass
 
 
@@ -83,7 +87,7 @@ class PendingScaleDown(_S, frozen=True):
     at: float
 
 
-class RolloutState(_S):
+class RolloutState(_Mutable):
     """One rollout as the planner keeps it in the KV bucket (one key per rollout)."""
 
     namespace: str

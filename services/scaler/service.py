@@ -217,7 +217,8 @@ class Scaler:
         eps = self.platform.endpoints(namespace, name)
         if eps is not None:
             await self.conn.js.publish(
-                subjects.endpoints(namespace, name), encoder.encode(Endpoints(namespace=namespace, name=name, revisions=eps))
+                subjects.endpoints(namespace, name),
+                encoder.encode(Endpoints(namespace=namespace, name=name, revisions=eps)),
             )
         observed = ScaleObserved(
             namespace=namespace,
@@ -240,7 +241,9 @@ class Scaler:
             log.exception("%s: reporting a replica change failed", key)
 
 
-async def run_scaler(conn: Connection, stop: asyncio.Event, *, platform: str, log_dir: Path, readiness_timeout: float) -> None:
+async def run_scaler(
+    conn: Connection, stop: asyncio.Event, *, platform: str, log_dir: Path, readiness_timeout: float
+) -> None:
     scaler: Scaler
     if platform == "noop":
         scaler = Scaler(conn, NoopPlatform())
@@ -251,7 +254,9 @@ async def run_scaler(conn: Connection, stop: asyncio.Event, *, platform: str, lo
             if holder:
                 await holder[0].on_replica_change(key, revision)
 
-        scaler = Scaler(conn, LocalPlatform(log_dir=log_dir, readiness_timeout=readiness_timeout, on_change=on_change))
+        scaler = Scaler(
+            conn, LocalPlatform(log_dir=log_dir, readiness_timeout=readiness_timeout, on_change=on_change)
+        )
         holder.append(scaler)
     await scaler.start()
     try:

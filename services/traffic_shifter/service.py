@@ -147,7 +147,9 @@ class TrafficShifter:
         service = request.match_info["service"]
         found = self.services.get(service)
         if found is None:
-            return web.json_response({"error": f"service {service!r} is not known to the traffic-shifter"}, status=404)
+            return web.json_response(
+                {"error": f"service {service!r} is not known to the traffic-shifter"}, status=404
+            )
         key, role = found
         desired = self.desired[key]
         revision = desired.canary_revision if role == "canary" else desired.stable_revision
