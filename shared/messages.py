@@ -121,6 +121,7 @@ class MeasurementTaken(_Msg, frozen=True, tag="measurementTaken", tag_field="typ
     finished_at: float = 0.0
     metric_phase: str = "Running"
     tally: MetricTallyView | None = None
+    worker: str = ""  # which analyzer process took it (host:pid)
 
 
 Feedback = TrafficConfirmed | ScaleObserved | AnalysisRunStarted | AnalysisRunErrored | MeasurementTaken

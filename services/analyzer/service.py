@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -52,7 +54,7 @@ from shared.specs import Metric, SpecError, load_documents  # noqa: F401  (Metri
 
 log = logging.getLogger(__name__)
 
-metric_decoder_type = Metric
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def policy_of(metric: Metric, *, dry_run: bool) -> MetricPolicy:
@@ -300,6 +302,7 @@ class Analyzer:
             finished_at=finished,
             metric_phase=new_tally.phase.value,
             tally=tally_view(new_tally),
+            worker=WORKER,
         )
         await js.publish(
             subjects.feedback("analysis", work.namespace, work.name),

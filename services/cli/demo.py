@@ -148,7 +148,7 @@ class Traffic:
             try:
                 async with session.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as r:
                     await r.read()
-                    role = r.headers.get("X-Rollouts-Role", "none")
+                    role = r.headers.get("X-Rollouts-Revision", "none")
                     self.window[role] += 1
                     self.total += 1
                     if r.status >= 500:
@@ -190,7 +190,7 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
     say("all four services answer")
     traffic = Traffic(f"http://127.0.0.1:{app_port}/")
     outcome: dict[str, Any] = {}
-    shares: list[tuple[int, int, float, int]] = []
+    shares: list[tuple[int, int, float, int]] = []  # revision, weight, share, requests
     try:
         async with Client(settings.nats_url) as client:
             say(
@@ -246,10 +246,9 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
             await asyncio.sleep(1.0)  # a second of traffic after the rollback, to show where it goes
             w, e = traffic.reset()
             served = sum(w.values())
-            say(
-                f"after the rollback: {served} requests, {w['canary']} to the canary, {sum(e.values())} errors"
-            )
-            outcome["after"] = (served, w["canary"], sum(e.values()))
+            to_canary = served - w[st["stableRS"]]
+            say(f"after the rollback: {served} requests, {to_canary} to the canary, {sum(e.values())} errors")
+            outcome["after"] = (served, to_canary, sum(e.values()))
             traffic.stop.set()
             await gen
             watcher.cancel()
@@ -271,7 +270,7 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
         f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s (analysis failed, rolled back)"
     )
     print(f"requests sent through the proxy: {traffic.total}")
-    print("weight set -> canary share observed while that weight was in effect:")
+    print("weight set on the new revision -> share of requests it really received while that weight was in effect:")
     for rev, weight, share, n in shares:
         if n:
             print(f"  revision {rev}: weight {weight:>3}% -> {share:5.1f}% of {n} requests")
@@ -308,21 +307,23 @@ async def _follow(
     client: Client, traffic: Traffic, say: Any, shares: list[tuple[int, int, float, int]]
 ) -> None:
     """Print every event; promote indefinite pauses with a plain NATS publish; report observed shares."""
-    last_weight: tuple[int, int] | None = None
+    last_weight: tuple[int, int, str] | None = None  # revision, weight, its pod template hash
     async for ev in client.events(NS, NAME, history=False):
         line = _describe(ev)
         if ev.type == "WeightConfirmed":
             w, e = traffic.reset()
             n = sum(w.values())
             if last_weight is not None and n:
-                share = 100.0 * w["canary"] / n
-                err = 100.0 * e["canary"] / w["canary"] if w["canary"] else 0.0
-                shares.append((last_weight[0], last_weight[1], share, n))
+                rev, weight, current = last_weight
+                got = w[current]
+                share = 100.0 * got / n
+                err = 100.0 * e[current] / got if got else 0.0
+                shares.append((rev, weight, share, n))
                 say(
-                    f"    traffic while weight was {last_weight[1]}%: canary got {share:.1f}% of {n} requests"
-                    f" (canary errors {err:.0f}%)"
+                    f"    traffic while weight was {weight}%: revision {rev} got {share:.1f}% of {n} requests"
+                    f" ({err:.0f}% of its answers were errors)"
                 )
-            last_weight = (ev.revision, ev.actual_weight)
+            last_weight = (ev.revision, ev.actual_weight, ev.current_revision)
         if line:
             say(line)
         if ev.type == "RolloutPaused" and "until promoted" in ev.message:

@@ -378,9 +378,10 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
     phase = (
         run_phase({m: Phase(p) for m, p in phases.items()}, set(a.dry_run)).value if a.metrics else a.phase
     )
-    message = (
-        ev.message if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != "Successful" else a.message
-    )
+    message = a.message
+    if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != Phase.SUCCESSFUL.value:
+        why = ev.metric_message or ev.message
+        message = f'Metric "{ev.metric}" assessed {ev.metric_phase}' + (f": {why}" if why else "")
     c.s.analysis = msgspec.structs.replace(
         a,
         metric_phases=phases,

@@ -288,6 +288,7 @@ class Planner:
                         index=fb.index,
                         phase=fb.phase,
                         metric_phase=fb.metric_phase,
+                        metric_message=fb.tally.message if fb.tally else "",
                         value=fb.value,
                         message=fb.message,
                     )

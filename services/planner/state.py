@@ -187,6 +187,7 @@ class AnalysisMeasured(_S, frozen=True, tag="analysisMeasured", tag_field="type"
     metric_phase: str
     value: Any = None
     message: str = ""
+    metric_message: str = ""  # why the metric reached its phase (e.g. failed (1) > failureLimit (0))
 
 
 class AnalysisErrored(_S, frozen=True, tag="analysisErrored", tag_field="type"):
