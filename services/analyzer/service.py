@@ -55,6 +55,8 @@ from shared.specs import Metric, SpecError, load_documents  # noqa: F401  (Metri
 log = logging.getLogger(__name__)
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# A work item due within this many seconds is held by the worker that got it, not nak'ed.
+HOLD_SECONDS = 5.0
 
 
 def policy_of(metric: Metric, *, dry_run: bool) -> MetricPolicy:
@@ -128,22 +130,20 @@ class Analyzer:
         log.info("analyzer started (concurrency %d)", self.concurrency)
         try:
             while not stop.is_set():
+                # One item per pull request: the server hands items to waiting workers in turn,
+                # and a request never holds items back while its worker is busy.
                 await self.slots.acquire()
-                self.slots.release()
-                free = self._free_slots()
                 try:
-                    msgs = await sub.fetch(free, timeout=1.0)
+                    msgs = await sub.fetch(1, timeout=1.0)
                 except TimeoutError:
+                    self.slots.release()
                     continue
-                except Exception as e:  # nats-py raises its own TimeoutError subclass
-                    if type(e).__name__ == "TimeoutError":
-                        continue
+                except BaseException:
+                    self.slots.release()
                     raise
-                for msg in msgs:
-                    await self.slots.acquire()
-                    task = asyncio.create_task(self._guarded(msg))
-                    self.inflight.add(task)
-                    task.add_done_callback(self.inflight.discard)
+                task = asyncio.create_task(self._guarded(msgs[0]))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
         finally:
             # SIGTERM drains: finish what was taken, take nothing new.
             self.draining = True
@@ -153,9 +153,6 @@ class Analyzer:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             await self.session.close()
-
-    def _free_slots(self) -> int:
-        return max(1, self.slots._value)
 
     async def _guarded(self, msg: Msg) -> None:
         try:
@@ -273,9 +270,17 @@ class Analyzer:
             await msg.ack()
             return
         wait = work.due_at - time.time()
-        if wait > 0.005 and not self.draining:
-            await msg.nak(delay=wait)  # JetStream hands it back when due, to whichever worker
+        if wait > HOLD_SECONDS or (wait > 0 and self.draining):
+            # Far in the future: JetStream hands it back when due, to whichever worker asks.
+            await msg.nak(delay=wait)
             return
+        if wait > 0:
+            # Soon due: keep it (a nak would bounce it to the back of the queue and bias
+            # the work towards whichever worker asked last); the interval is the schedule.
+            await asyncio.sleep(wait)
+            if await self._stopped(work.run_id):
+                await msg.ack()
+                return
         metric = msgspec.convert(work.metric, Metric)
         policy = policy_of(metric, dry_run=work.dry_run)
         started = time.time()

@@ -221,7 +221,10 @@ class Planner:
         event: Input
         match verb:
             case "promote":
-                full = promote_decoder.decode(data).full if data.strip() else False
+                try:
+                    full = promote_decoder.decode(data).full if data.strip() else False
+                except msgspec.DecodeError as e:
+                    raise CommandError(f'payload: expected nothing or {{"full": true}}: {e}') from e
                 event = Promote(full=full)
             case "abort":
                 event = Abort()
