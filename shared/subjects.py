@@ -14,7 +14,7 @@ PREFIX = "rollouts"
 # --- public: commands (users, CLI, any NATS client) ---------------------------------------
 COMMANDS_STREAM = "ROLLOUTS_COMMANDS"
 COMMANDS_WILDCARD = f"{PREFIX}.cmd.>"
-COMMAND_VERBS = ("promote", "abort", "retry", "pause", "resume", "apply", "delete")
+COMMAND_VERBS = ("promote", "abort", "retry", "pause", "resume", "apply")
 
 # --- public: events (every state transition) ---------------------------------------------
 EVENTS_STREAM = "ROLLOUTS_EVENTS"
@@ -81,7 +81,7 @@ def endpoints(namespace: str, name: str) -> str:
 
 
 def feedback(kind: str, namespace: str, name: str) -> str:
-    """kind: traffic | scale | analysis | timer."""
+    """kind: traffic | scale | analysis."""
     return f"{PREFIX}.feedback.{kind}.{namespace}.{name}"
 
 

@@ -111,7 +111,7 @@ class Analyzer:
         self.runs: KeyValue | None = None
         self.measured = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         js = self.conn.js
         self.templates = await js.key_value(subjects.TEMPLATES_BUCKET)
         self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
@@ -128,6 +128,8 @@ class Analyzer:
             ),
         )
         log.info("analyzer started (concurrency %d)", self.concurrency)
+        if ready is not None:
+            ready.set()
         try:
             while not stop.is_set():
                 # One item per pull request: the server hands items to waiting workers in turn,
@@ -366,5 +368,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-async def run_analyzer(conn: Connection, stop: asyncio.Event, *, concurrency: int, ack_wait: float) -> None:
-    await Analyzer(conn, concurrency=concurrency, ack_wait=ack_wait).run(stop)
+async def run_analyzer(
+    conn: Connection, stop: asyncio.Event, ready: asyncio.Event, *, concurrency: int, ack_wait: float
+) -> None:
+    await Analyzer(conn, concurrency=concurrency, ack_wait=ack_wait).run(stop, ready)

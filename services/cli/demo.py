@@ -22,6 +22,7 @@ import aiohttp
 
 from services.cli.client import Client
 from services.cli.processes import Stack, wait_ready
+from shared import subjects
 from shared.embedded_server import free_port
 from shared.messages import RolloutEvent
 from shared.settings import Settings
@@ -270,7 +271,9 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
         f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s (analysis failed, rolled back)"
     )
     print(f"requests sent through the proxy: {traffic.total}")
-    print("weight set on the new revision -> share of requests it really received while that weight was in effect:")
+    print(
+        "weight set on the new revision -> share of requests it really received while that weight was in effect:"
+    )
     for rev, weight, share, n in shares:
         if n:
             print(f"  revision {rev}: weight {weight:>3}% -> {share:5.1f}% of {n} requests")
@@ -328,7 +331,7 @@ async def _follow(
             say(line)
         if ev.type == "RolloutPaused" and "until promoted" in ev.message:
             await asyncio.sleep(1.0)  # let the audience see the pause
-            await client.c.nc.publish(f"rollouts.cmd.{NS}.{NAME}.promote", b"")
+            await client.c.nc.publish(subjects.command(NS, NAME, "promote"), b"")
             say("    promote sent as a plain NATS publish on rollouts.cmd.default.my-app-rollout.promote")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared import subjects
 from shared.embedded_server import EmbeddedNats
-from shared.jetstream import Connection, connect
+from shared.jetstream import connect
 from shared.settings import Settings, setup_logging
 from shared.tasks import TaskGroup
 
@@ -32,10 +32,11 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         loop.add_signal_handler(sig, stop.set)
     conn = await connect(settings.nats_url, name=f"rollouts-{service}")
     group = TaskGroup(service)
+    ready = asyncio.Event()
     if service == "planner":
         from services.planner.service import run_planner
 
-        group.spawn(run_planner(conn, stop), "main")
+        group.spawn(run_planner(conn, stop, ready), "main")
     elif service == "traffic-shifter":
         from services.traffic_shifter.providers import LocalProxyProvider, NoopProvider, TrafficProvider
         from services.traffic_shifter.service import run_traffic_shifter
@@ -45,7 +46,7 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         )
         group.spawn(
             run_traffic_shifter(
-                conn, provider, stop, admin_host=settings.proxy_host, admin_port=settings.admin_port
+                conn, provider, stop, ready, admin_host=settings.proxy_host, admin_port=settings.admin_port
             ),
             "main",
         )
@@ -54,7 +55,11 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
 
         group.spawn(
             run_analyzer(
-                conn, stop, concurrency=settings.analyzer_concurrency, ack_wait=settings.analyzer_ack_wait
+                conn,
+                stop,
+                ready,
+                concurrency=settings.analyzer_concurrency,
+                ack_wait=settings.analyzer_ack_wait,
             ),
             "main",
         )
@@ -65,6 +70,7 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
             run_scaler(
                 conn,
                 stop,
+                ready,
                 platform=platform,
                 log_dir=settings.state_dir / "replicas",
                 readiness_timeout=settings.readiness_timeout,
@@ -78,9 +84,9 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         if msg.reply:
             await conn.nc.publish(msg.reply, service.encode())
 
-    # Answer pings only once the service's subscriptions are in place (its start() returned).
+    # Answer pings only once the service's subscriptions are in place.
     await asyncio.wait(
-        {asyncio.ensure_future(_started(conn, service)), *group.tasks}, return_when=asyncio.FIRST_COMPLETED
+        {asyncio.ensure_future(ready.wait()), *group.tasks}, return_when=asyncio.FIRST_COMPLETED
     )
     await conn.nc.subscribe(subjects.ping(service), cb=pong)
     failed = asyncio.create_task(group.failed.wait())
@@ -100,31 +106,20 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
     return 1 if group.failed.is_set() else 0
 
 
-async def _started(conn: Connection, service: str) -> None:
-    """Wait until the service's own subscriptions exist: the durable consumers it creates."""
-    consumer = {
-        "planner": (subjects.FEEDBACK_STREAM, subjects.PLANNER_FEEDBACK_CONSUMER),
-        "analyzer": (subjects.ANALYSIS_WORK_STREAM, subjects.ANALYZER_CONSUMER),
-    }.get(service)
-    for _ in range(600):
-        if consumer is None:
-            await asyncio.sleep(0.2)  # shifter and scaler use ephemeral ordered consumers
-            return
-        try:
-            await conn.js.consumer_info(*consumer)
-            await asyncio.sleep(0.05)
-            return
-        except Exception:
-            await asyncio.sleep(0.05)
-
-
 async def wait_ready(url: str, services: tuple[str, ...] = SERVICES, timeout: float = 30.0) -> None:
     """Until every named service answers its ping."""
     import nats
 
-    nc = await nats.connect(url, max_reconnect_attempts=-1)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+            break
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no NATS server at {url} within {timeout:g}s") from None
+            await asyncio.sleep(0.1)
     try:
-        deadline = asyncio.get_running_loop().time() + timeout
         for service in services:
             while True:
                 try:

@@ -161,6 +161,7 @@ def _create(event: Apply, now: float, namespace: str, name: str) -> tuple[Rollou
         name=name,
         plan=plan,
         spec=event.spec,
+        uid=f"{int(now * 1_000_000):x}",
         current_hash=plan.template_hash,
         stable_hash=plan.template_hash,
         revisions=(Revision(number=1, hash=plan.template_hash, images=plan.images),),

@@ -55,6 +55,11 @@ def compile_plan(rollout: Rollout) -> Plan:
         if canary.abort_scale_down_delay_seconds is not None:
             abort_scale_down = float(canary.abort_scale_down_delay_seconds)
         stable_service, canary_service = canary.stable_service, canary.canary_service
+        if canary.analysis is not None:
+            raise SpecError(
+                "spec.strategy.canary.analysis",
+                "background analysis is accepted by lint but not executed by this version yet",
+            )
     return Plan(
         replicas=spec.replicas if spec.replicas is not None else 1,
         steps=tuple(steps),

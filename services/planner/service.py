@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.planner.decide import decide, next_wakeup, status_of
 from services.planner.plan import compile_plan
+from services.planner.replies import ReplyMatcher
 from services.planner.state import (
     Abort,
     AnalysisErrored,
@@ -105,8 +105,7 @@ class Planner:
         self.states: dict[str, RolloutState] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.waiters: dict[tuple[str, bytes], list[str]] = {}
-        self.recent: dict[tuple[str, bytes], tuple[float, bytes]] = {}
+        self.replies = ReplyMatcher()
         self.kv: KeyValue | None = None
         self.templates: KeyValue | None = None
         self.runs: KeyValue | None = None
@@ -177,14 +176,9 @@ class Planner:
     # --- inputs -----------------------------------------------------------------------------
 
     async def _on_request(self, msg: Msg) -> None:
-        if not msg.reply:
-            return
-        key = (msg.subject, msg.data)
-        done = self.recent.pop(key, None)
-        if done is not None:
-            await self.conn.nc.publish(msg.reply, done[1])
-            return
-        self.waiters.setdefault(key, []).append(msg.reply)
+        found = self.replies.on_core((msg.subject, msg.data), msg.reply or None)
+        if found is not None:
+            await self.conn.nc.publish(*found)
 
     async def _on_command(self, msg: Msg) -> None:
         now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
@@ -202,18 +196,9 @@ class Planner:
         await msg.ack()
 
     async def _answer(self, subject: str, data: bytes, payload: bytes) -> None:
-        key = (subject, data)
-        waiting = self.waiters.get(key)
-        if waiting:
-            inbox = waiting.pop(0)
-            if not waiting:
-                del self.waiters[key]
+        inbox = self.replies.on_handled((subject, data), payload)
+        if inbox:
             await self.conn.nc.publish(inbox, payload)
-            return
-        now = time.monotonic()
-        self.recent[key] = (now, payload)
-        if len(self.recent) > 1000:
-            self.recent = {k: v for k, v in self.recent.items() if now - v[0] < 10}
 
     async def _command(self, namespace: str, name: str, verb: str, data: bytes, now: float) -> CommandReply:
         if verb == "apply":
@@ -317,7 +302,7 @@ class Planner:
             rejected = [c.message for c in commands if isinstance(c, Reject)]
             if rejected:
                 return CommandReply(ok=False, error=rejected[0], status=status_of(old) if old else None)
-            await self._carry_out(commands)
+            await self._carry_out(commands, new.uid if new is not None else "")
             if new is not None and commands:
                 assert self.kv is not None
                 await self.kv.put(key, encoder.encode(new))
@@ -327,7 +312,8 @@ class Planner:
                 self._arm_timer(key)
             return CommandReply(ok=True, status=status_of(new) if new else None)
 
-    async def _carry_out(self, commands: list[Any]) -> None:
+    async def _carry_out(self, commands: list[Any], uid: str) -> None:
+        """Publish in a way that a redo of the same decision (after a crash) is deduplicated."""
         js = self.conn.js
         pubs: list[Coroutine[Any, Any, Any]] = []
         for c in commands:
@@ -337,7 +323,7 @@ class Planner:
                         js.publish(
                             subjects.events(ev.namespace, ev.name),
                             encoder.encode(ev),
-                            headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{ev.seq}.{ev.time}"},
+                            headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}"},
                         )
                     )
                 case PublishTraffic(desired=d):
@@ -345,9 +331,7 @@ class Planner:
                         js.publish(
                             subjects.traffic_desired(d.namespace, d.name),
                             encoder.encode(d),
-                            headers={
-                                "Nats-Msg-Id": f"tr.{d.namespace}.{d.name}.{d.generation}.{d.stable_revision}"
-                            },
+                            headers={"Nats-Msg-Id": f"tr.{d.namespace}.{d.name}.{uid}.{d.generation}"},
                         )
                     )
                 case PublishScale(desired=d):
@@ -355,9 +339,7 @@ class Planner:
                         js.publish(
                             subjects.scale_desired(d.namespace, d.name),
                             encoder.encode(d),
-                            headers={
-                                "Nats-Msg-Id": f"sc.{d.namespace}.{d.name}.{d.generation}.{len(d.sets)}"
-                            },
+                            headers={"Nats-Msg-Id": f"sc.{d.namespace}.{d.name}.{uid}.{d.generation}"},
                         )
                     )
                 case StartAnalysis():
@@ -406,25 +388,16 @@ class Planner:
         except Exception:
             log.exception("timer of %s/%s failed", namespace, name)
 
-    # --- reads ----------------------------------------------------------------------------------
-
-    async def template(self, namespace: str | None, name: str) -> bytes | None:
-        assert self.templates is not None
-        try:
-            entry = await self.templates.get(subjects.template_key(namespace, name))
-        except KeyNotFoundError:
-            return None
-        return entry.value
-
 
 def _spec_message(e: Exception) -> str:
     obj = getattr(e, "obj", None)
     return f"{obj}: {e}" if obj else str(e)
 
 
-async def run_planner(conn: Connection, stop: asyncio.Event) -> None:
+async def run_planner(conn: Connection, stop: asyncio.Event, ready: asyncio.Event) -> None:
     planner = Planner(conn)
     await planner.start()
+    ready.set()
     try:
         await stop.wait()
     finally:

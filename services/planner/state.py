@@ -94,6 +94,7 @@ class RolloutState(_Mutable):
     name: str
     plan: Plan
     spec: dict[str, Any]  # the applied Rollout document, for `get -o json`
+    uid: str = ""  # set at creation (from the creating message's time); part of every Nats-Msg-Id
     generation: int = 1
     revision: int = 1  # the current revision's number
     current_hash: str = ""

@@ -242,7 +242,13 @@ class Scaler:
 
 
 async def run_scaler(
-    conn: Connection, stop: asyncio.Event, *, platform: str, log_dir: Path, readiness_timeout: float
+    conn: Connection,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    *,
+    platform: str,
+    log_dir: Path,
+    readiness_timeout: float,
 ) -> None:
     scaler: Scaler
     if platform == "noop":
@@ -259,6 +265,7 @@ async def run_scaler(
         )
         holder.append(scaler)
     await scaler.start()
+    ready.set()
     try:
         await stop.wait()
     finally:

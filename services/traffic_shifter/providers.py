@@ -48,7 +48,9 @@ class LocalProxyProvider:
     async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
         key = f"{desired.namespace}/{desired.name}"
         if desired.port is None:
-            raise NotReady("the pod template declares no containerPort to serve the rollout on")
+            raise ValueError(
+                "spec.template.spec.containers[0].ports: local mode serves a rollout on its first containerPort; none is declared"
+            )
         revisions = endpoints.revisions if endpoints else {}
         stable = _backend(desired.stable_revision, revisions)
         canary = _backend(desired.canary_revision, revisions)

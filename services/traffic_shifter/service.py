@@ -156,7 +156,7 @@ class TrafficShifter:
         stats = self.provider.stats().get(key)
         entry = stats.find(revision, role) if stats is not None and revision else None
         requests = entry.requests if entry else 0
-        errors = entry.errors5xx + entry.upstream_errors if entry else 0
+        errors = entry.errors5xx if entry else 0  # upstream failures are answered 502/504: counted
         body = {
             "service": service,
             "rollout": key,
@@ -173,7 +173,13 @@ class TrafficShifter:
 
 
 async def run_traffic_shifter(
-    conn: Connection, provider: TrafficProvider, stop: asyncio.Event, *, admin_host: str, admin_port: int
+    conn: Connection,
+    provider: TrafficProvider,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    *,
+    admin_host: str,
+    admin_port: int,
 ) -> None:
     shifter = TrafficShifter(conn, provider)
     await shifter.start()
@@ -181,7 +187,9 @@ async def run_traffic_shifter(
     await runner.setup()
     site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
     await site.start()
-    log.info("traffic-shifter admin on http://%s:%d", admin_host, admin_port)
+    bound = runner.addresses[0][1] if runner.addresses else admin_port
+    log.info("traffic-shifter admin on http://%s:%d", admin_host, bound)
+    ready.set()
     try:
         await stop.wait()
     finally:
