@@ -46,7 +46,11 @@ def rollout(version: int, promotions: int) -> dict[str, object]:
             "selector": {"matchLabels": {"app": "bench"}},
             "template": {
                 "metadata": {"labels": {"app": "bench"}},
-                "spec": {"containers": [{"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}]},
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}
+                    ]
+                },
             },
             "strategy": {"canary": {"steps": plan(promotions)}},
         },
@@ -61,7 +65,9 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main(promotions: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="rollouts-bench-") as tmp:
-        settings = Settings(nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=Path(tmp), admin_port=free_port())
+        settings = Settings(
+            nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=Path(tmp), admin_port=free_port()
+        )
         stack = Stack(settings, embedded_nats=True, platform="noop", log_dir=Path(tmp) / "logs")
         await asyncio.to_thread(stack.start)
         try:
@@ -77,7 +83,11 @@ async def main(promotions: int) -> dict[str, float]:
             async with Client(settings.nats_url) as client:
                 for version in (1, 2):
                     reply = await client.command(
-                        "default", "bench", "apply", json.dumps(rollout(version, promotions)).encode(), timeout=30
+                        "default",
+                        "bench",
+                        "apply",
+                        json.dumps(rollout(version, promotions)).encode(),
+                        timeout=30,
                     )
                     assert reply.ok, reply.error
 
@@ -110,7 +120,9 @@ async def main(promotions: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--promotions", type=int, default=200)
     args = parser.parse_args()
     result = asyncio.run(main(args.promotions))

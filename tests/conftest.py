@@ -13,7 +13,9 @@ from shared.jetstream import Connection, connect
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(url=f"nats://127.0.0.1:{free_port()}", store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
+    server = EmbeddedNats(
+        url=f"nats://127.0.0.1:{free_port()}", store_dir=tmp_path / "js", log_file=tmp_path / "nats.log"
+    )
     server.start()
     yield server
     server.stop()

@@ -108,17 +108,29 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
 
 async def wait_ready(url: str, services: tuple[str, ...] = SERVICES, timeout: float = 30.0) -> None:
     """Until every named service answers its ping."""
+    from urllib.parse import urlparse
+
     import nats
 
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    parsed = urlparse(url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:  # a plain TCP probe first: nats-py retries a refused first connect for minutes
         try:
-            nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout=0.5
+            )
+            writer.close()
             break
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
+        except (OSError, TimeoutError):
+            if loop.time() > deadline:
                 raise TimeoutError(f"no NATS server at {url} within {timeout:g}s") from None
             await asyncio.sleep(0.1)
+
+    async def quiet(e: Exception) -> None:
+        return None
+
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, error_cb=quiet)
     try:
         for service in services:
             while True:
@@ -126,7 +138,7 @@ async def wait_ready(url: str, services: tuple[str, ...] = SERVICES, timeout: fl
                     await nc.request(subjects.ping(service), b"", timeout=0.5)
                     break
                 except Exception:
-                    if asyncio.get_running_loop().time() > deadline:
+                    if loop.time() > deadline:
                         raise TimeoutError(
                             f"service {service} did not become ready within {timeout:g}s"
                         ) from None

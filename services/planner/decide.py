@@ -249,16 +249,21 @@ def _promote(c: _Ctx, full: bool) -> str | None:
         s.promote_full = True
         c.emit("PromotedFull", "Rollout promoted fully: skipping all remaining steps, pauses and analyses")
         return None
-    if s.paused:
-        s.paused = False
-        c.emit("Resumed", "Rollout resumed")
+    steps = len(s.plan.steps)
+    if s.paused or s.pause_conditions:
+        # As Argo: promote unpauses and ends a pause step (or an inconclusive analysis) at once.
+        if s.paused:
+            s.paused = False
+            c.emit("Resumed", "Rollout resumed")
+        if s.pause_conditions:
+            reasons = ", ".join(p.reason for p in s.pause_conditions)
+            s.pause_conditions = ()
+            s.pause_until = None
+            s.step_index = min(s.step_index + 1, steps)
+            c.emit("Promoted", f"Rollout promoted past {reasons} to step {s.step_index + 1}")
         return None
-    if s.pause_conditions:
-        reasons = ", ".join(p.reason for p in s.pause_conditions)
-        s.pause_conditions = ()
-        s.pause_until = None
-        s.step_index += 1
-        c.emit("Promoted", f"Rollout promoted past {reasons} to step {s.step_index + 1}")
+    if s.step_index >= steps:
+        c.emit("PromoteIgnored", "All steps are done; the rollout is completing")
         return None
     _stop_analysis(c)
     s.step_index += 1
@@ -328,9 +333,13 @@ def _traffic_applied(c: _Ctx, ev: TrafficApplied) -> str | None:
     if ev.generation != s.traffic_generation or s.traffic_confirmed == ev.generation:
         return None  # stale or duplicate confirmation
     if ev.error:
-        c.emit("TrafficError", f"Traffic router could not apply weight {ev.canary_weight}: {ev.error}")
+        if s.last_error != f"traffic:{ev.generation}:{ev.error}":
+            s.last_error = f"traffic:{ev.generation}:{ev.error}"
+            c.emit("TrafficError", f"Traffic router could not apply weight {ev.canary_weight}: {ev.error}")
         return None
     s.traffic_confirmed = ev.generation
+    s.confirmed_canary = s.routed_canary if ev.canary_weight > 0 else None
+    s.confirmed_stable = s.routed_stable if ev.canary_weight < 100 else ""
     s.actual_weight = _share_of_current(s, s.routed_canary, ev.canary_weight)
     c.emit("WeightConfirmed", f"Traffic router confirmed weight {s.actual_weight}% on revision {s.revision}")
     return None
@@ -341,10 +350,12 @@ def _scale_reported(c: _Ctx, ev: ScaleReported) -> str | None:
     if ev.generation < s.scale_observed:
         return None
     s.scale_observed = ev.generation
-    if ev.error:
+    if ev.error and s.last_error != f"scale:{ev.error}":
+        s.last_error = f"scale:{ev.error}"
         c.emit("ScaleError", f"Scaler could not reach the desired replicas: {ev.error}")
-    if ev.ready != s.ready:
-        s.ready = dict(ev.ready)
+    ready = {h: n for h, n in ev.ready.items() if h in s.replicas}  # a revision scaled to 0 is not ready
+    if ready != s.ready:
+        s.ready = ready
         c.emit("ReplicasUpdated", "Ready replicas: " + _describe_ready(s))
     return None
 
@@ -353,12 +364,12 @@ def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
     a = c.s.analysis
     if a is None or a.run_id != ev.run_id or a.metrics:
         return None
+    # Measurements may have been handled first (they travel on the same stream, but a redelivery
+    # can reorder them): keep what they said.
+    phases = {m: a.metric_phases.get(m, Phase.RUNNING.value) for m in ev.metrics}
+    phase = run_phase({m: Phase(p) for m, p in phases.items()}, set(ev.dry_run)).value if phases else "Error"
     c.s.analysis = msgspec.structs.replace(
-        a,
-        metrics=ev.metrics,
-        dry_run=ev.dry_run,
-        phase=Phase.RUNNING.value,
-        metric_phases={m: Phase.RUNNING.value for m in ev.metrics},
+        a, metrics=ev.metrics, dry_run=ev.dry_run, phase=phase, metric_phases=phases
     )
     c.emit(
         "AnalysisRunRunning",
@@ -422,10 +433,10 @@ def _analysis_errored(c: _Ctx, ev: AnalysisErrored) -> str | None:
 
 def _progress(c: _Ctx) -> None:
     s = c.s
-    _apply_due_scale_downs(c)
     for _ in range(len(s.plan.steps) + 4):
         if not _step_once(c):
             break
+    _scale(c, canary=None)  # scale-downs now due, and revisions the router no longer uses
 
 
 def _step_once(c: _Ctx) -> bool:
@@ -583,49 +594,34 @@ def _aborted(c: _Ctx) -> None:
                 *_without(s.scale_downs, s.current_hash),
                 PendingScaleDown(revision=s.current_hash, at=c.now + delay),
             )
-    keep = (
-        s.replicas.get(s.current_hash, 0)
-        if s.abort_scale_down_at is None or s.abort_scale_down_at < 0
-        else None
-    )
-    _scale(c, canary=keep)
-
-
-def _apply_due_scale_downs(c: _Ctx) -> None:
-    s = c.s
-    due = [p for p in s.scale_downs if p.at <= c.now]
-    if not due:
-        return
-    s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
-    replicas = dict(s.replicas)
-    for p in due:
-        if p.revision != s.stable_hash and (p.revision != s.current_hash or s.abort):
-            replicas.pop(p.revision, None)
-    _publish_scale(c, replicas)
-    for p in due:
-        if p.revision not in replicas:
-            c.emit("ScaledDown", f"Revision {_revision_of(s, p.revision)} scaled down to 0")
+    _scale(c, canary=None)
 
 
 # --- commands --------------------------------------------------------------------------------
 
 
 def _scale(c: _Ctx, *, canary: int | None) -> None:
-    """Desired replicas: stable at full size, the current revision at `canary` (None: keep as is),
-    and revisions waiting for their scale-down delay left where they are."""
+    """Desired replicas: stable at full size; the current revision at `canary` (None: as it is,
+    unless an abort's scale-down came due); revisions waiting for their scale-down delay, or
+    still sent traffic by the router (as Argo's isReplicaSetReferenced), left where they are."""
     s = c.s
-    replicas: dict[str, int] = {}
-    for p in s.scale_downs:
-        if p.revision in s.replicas:
-            replicas[p.revision] = s.replicas[p.revision]
+    due = {p.revision for p in s.scale_downs if p.at <= c.now}
+    s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
+    keep = {p.revision for p in s.scale_downs} | {s.confirmed_canary or "", s.confirmed_stable}
+    replicas: dict[str, int] = {h: n for h, n in s.replicas.items() if h in keep}
     replicas[s.stable_hash] = s.plan.replicas
     if s.current_hash != s.stable_hash:
         if canary is None:
-            if s.current_hash in s.replicas and s.current_hash in {p.revision for p in s.scale_downs}:
-                replicas[s.current_hash] = s.replicas[s.current_hash]
-        elif canary > 0:
-            replicas[s.current_hash] = canary
+            aborted_and_due = s.abort and s.current_hash in due
+            n = 0 if aborted_and_due else s.replicas.get(s.current_hash, 0)
+        else:
+            n = canary
+        if n > 0:
+            replicas[s.current_hash] = n
+    gone = [h for h in s.replicas if h not in {k for k, v in replicas.items() if v > 0}]
     _publish_scale(c, replicas)
+    for h in gone:
+        c.emit("ScaledDown", f"Revision {_revision_of(s, h)} scaled down to 0")
 
 
 def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
@@ -634,6 +630,7 @@ def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
     if replicas == s.replicas and s.scale_generation > 0:
         return
     s.replicas = replicas
+    s.ready = {h: n for h, n in s.ready.items() if h in replicas}
     s.scale_generation += 1
     sets = tuple(
         ReplicaSetDesired(revision=h, replicas=n, template=s.templates.get(h, s.plan.template))
@@ -656,6 +653,8 @@ def _route(c: _Ctx, canary_weight: int) -> None:
         and s.routed_canary == canary
         and s.desired_canary_weight == weight
     ):
+        if s.traffic_confirmed >= s.traffic_generation:
+            s.actual_weight = _share_of_current(s, canary, weight)
         return
     s.traffic_generation += 1
     s.routed_stable = s.stable_hash

@@ -109,6 +109,9 @@ class RolloutState(_Mutable):
     desired_canary_weight: int = 0  # what the router was last told for the canary
     routed_stable: str = ""  # revisions the router was last told about
     routed_canary: str | None = None
+    confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
+    confirmed_canary: str | None = None
+    last_error: str = ""  # the last error reported by a service, so a redelivery is not re-reported
     scale_generation: int = 0
     replicas: dict[str, int] = {}  # desired replicas per revision hash
     ready: dict[str, int] = {}  # ready replicas per revision hash, as last observed

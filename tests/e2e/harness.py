@@ -142,21 +142,28 @@ class Harness:
         log = open(self.tmp / "logs" / f"{service}.log", "ab")  # noqa: SIM115
         kind = "analyzer" if service.startswith("analyzer") else service
         self.stack.children[service] = subprocess.Popen(
-            service_command(kind, self.settings), env=service_env(self.settings), stdout=log, stderr=subprocess.STDOUT
+            service_command(kind, self.settings),
+            env=service_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     # --- rollouts ---------------------------------------------------------------------------
 
     async def apply(self, doc: dict[str, Any]) -> Any:
         ns = "_cluster" if doc["kind"] == "ClusterAnalysisTemplate" else NS
-        reply = await self.client.command(ns, doc["metadata"]["name"], "apply", json.dumps(doc).encode(), timeout=20)
+        reply = await self.client.command(
+            ns, doc["metadata"]["name"], "apply", json.dumps(doc).encode(), timeout=20
+        )
         assert reply.ok, reply.error
         return reply
 
     async def status(self, name: str) -> dict[str, Any]:
         return dict((await self.client.document(NS, name))["status"])
 
-    async def wait(self, name: str, cond: Callable[[dict[str, Any]], bool], *, timeout: float = 30.0) -> dict[str, Any]:
+    async def wait(
+        self, name: str, cond: Callable[[dict[str, Any]], bool], *, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """Re-read the status on every event of the rollout until `cond` holds."""
         feed = await self.client.feed(NS, name, history=False)
         deadline = time.monotonic() + timeout
@@ -171,7 +178,9 @@ class Harness:
                     return st
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out waiting on {name}; last status {json.dumps(st)}\n{self.logs()}")
+                    raise AssertionError(
+                        f"timed out waiting on {name}; last status {json.dumps(st)}\n{self.logs()}"
+                    )
                 await feed.get(timeout=min(left, 1.0))
         finally:
             await feed.close()

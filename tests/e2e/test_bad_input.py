@@ -89,7 +89,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("case", "make", "path"), CASES, ids=[c[0] for c in CASES])
-async def test_invalid_rollout_rejected_everywhere(stack: Harness, tmp_path: Path, case: str, make: Any, path: str) -> None:
+async def test_invalid_rollout_rejected_everywhere(
+    stack: Harness, tmp_path: Path, case: str, make: Any, path: str
+) -> None:
     doc = make()
     f = tmp_path / "bad.yaml"
     f.write_text(json.dumps(doc))

@@ -35,7 +35,10 @@ SEED_STEPS = [
     {
         "analysis": {
             "templates": [{"templateName": "http-error-rate"}],
-            "args": [{"name": "service-name", "value": "web-canary"}, {"name": "error-threshold", "value": "1"}],
+            "args": [
+                {"name": "service-name", "value": "web-canary"},
+                {"name": "error-threshold", "value": "1"},
+            ],
         }
     },
 ]
@@ -68,8 +71,14 @@ async def test_happy_path_promote_by_plain_publish(stack: Harness) -> None:
     assert await versions(port, 50) == {"2": 50}
 
     events = [e.type for e in await stack.client.history("default", "web")]
-    for expected in ("RevisionStarted", "WeightConfirmed", "RolloutPaused", "Promoted", "AnalysisRunCompleted",
-                     "RolloutPromoted"):
+    for expected in (
+        "RevisionStarted",
+        "WeightConfirmed",
+        "RolloutPaused",
+        "Promoted",
+        "AnalysisRunCompleted",
+        "RolloutPromoted",
+    ):
         assert expected in events
 
 
@@ -87,7 +96,9 @@ async def test_failing_canary_is_rolled_back(stack: Harness) -> None:
     assert "error-rate" in st["message"] and "Failed" in st["message"]
     assert await versions(port, 40) == {"1": 40}
     # the canary is scaled down after abortScaleDownDelaySeconds (1 s here)
-    st = await stack.wait("web", lambda s: all(r["replicas"] == 0 for r in s["revisions"] if r["revision"] == 2))
+    st = await stack.wait(
+        "web", lambda s: all(r["replicas"] == 0 for r in s["revisions"] if r["revision"] == 2)
+    )
     code, out, err = await stack.cli("get", "web", "-o", "json")
     assert code == 0 and '"phase": "Degraded"' in out
 

@@ -33,9 +33,19 @@ async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
 async def test_up_runs_everything_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up", "--embedded-nats", "--state-dir", str(tmp_path / "s"),
-        "--nats", url, "--admin-port", str(free_port()),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "up",
+        "--embedded-nats",
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--nats",
+        url,
+        "--admin-port",
+        str(free_port()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "ROLLOUTS_LOG_LEVEL": "INFO"},
     )
     try:
@@ -70,8 +80,16 @@ async def test_get_list_history_and_promote_full(stack: Harness) -> None:
     assert items[0]["status"]["pauseConditions"][0]["reason"] == "CanaryPauseStep"
 
     watch = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "get", "web", "--watch", "--nats", stack.url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "get",
+        "web",
+        "--watch",
+        "--nats",
+        stack.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(1.0)  # let the watcher subscribe; it only shows events from now on
     code, out, err = await stack.cli("promote", "web", "--full")
@@ -94,9 +112,18 @@ async def test_get_list_history_and_promote_full(stack: Harness) -> None:
 
 async def test_demo_runs_to_a_clean_exit(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "demo", "--replicas", "3", "--time-scale", "0.005",
-        "--state-dir", str(tmp_path / "demo"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "demo",
+        "--replicas",
+        "3",
+        "--time-scale",
+        "0.005",
+        "--state-dir",
+        str(tmp_path / "demo"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=140)
     text = out.decode()

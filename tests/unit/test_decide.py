@@ -12,8 +12,12 @@ weights advancing only on a TrafficApplied of the right generation; maxTrafficWe
 Failed / Error / Inconclusive; promote, promote --full, abort, retry, pause, resume and the
 rejections (retry when not aborted, abort when healthy, commands for an unknown rollout); a new
 revision mid-rollout; fast rollback to the stable template; abortScaleDownDelaySeconds and
-scaleDownDelaySeconds; the fields of emitted events; determinism and non-mutation. Known bugs are
-pinned by strict xfail tests at the end.
+scaleDownDelaySeconds; the fields of emitted events; determinism and non-mutation.
+
+Regression tests at the end: promote past the last step; an intermediate revision still routed is
+not scaled down; a measurement before AnalysisStarted is not lost; redelivered error reports are not
+re-emitted; a zero scaleDownDelaySeconds; actual_weight after a fast rollback; readiness of a
+revision that was scaled down is not trusted when it comes back.
 """
 
 from __future__ import annotations
@@ -1025,11 +1029,6 @@ def test_state_round_trips_through_json() -> None:
 # --- known bugs ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: promote while all steps are done (waiting for the full-size canary) pushes "
-    "step_index past len(steps)",
-)
 def test_promote_after_the_last_step_keeps_step_index_in_range() -> None:
     steps: list[dict[str, Any]] = [{"setWeight": 10}]
     w = stable_world(steps=steps)
@@ -1044,11 +1043,6 @@ def test_promote_after_the_last_step_keeps_step_index_in_range() -> None:
     assert w.s.step_index <= len(w.s.plan.steps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a new revision mid-rollout scales the intermediate canary to 0 while the router "
-    "still sends it traffic (until the new canary is ready and the step 0 weight is applied)",
-)
 def test_new_revision_mid_rollout_does_not_scale_down_a_revision_still_receiving_traffic() -> None:
     w = canary_world()
     w.send(Promote())  # revision 2 receives 25 %
@@ -1061,12 +1055,6 @@ def test_new_revision_mid_rollout_does_not_scale_down_a_revision_still_receiving
     assert w.s.replicas.get(intermediate, 0) > 0  # ... so it must keep its pods
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a measurement delivered before AnalysisStarted is counted (metric_counts) but its "
-    "phase is then overwritten by AnalysisStarted, and its redelivery is dropped as a duplicate: "
-    "the run stays Running forever",
-)
 def test_measurement_before_analysis_started_is_not_lost() -> None:
     steps: list[dict[str, Any]] = [{"analysis": {"templates": [{"templateName": "t"}]}}]
     w = stable_world(steps=steps)
@@ -1081,11 +1069,6 @@ def test_measurement_before_analysis_started_is_not_lost() -> None:
     assert w.s.phase == "Healthy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a redelivered ScaleReported carrying an error emits ScaleError again and "
-    "bumps event_seq: error reports are not de-duplicated",
-)
 def test_redelivered_scale_error_report_changes_nothing() -> None:
     w = stable_world()
     w.answer_scale = False
@@ -1099,11 +1082,6 @@ def test_redelivered_scale_error_report_changes_nothing() -> None:
     assert w.s == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a redelivered TrafficApplied carrying an error emits TrafficError again and "
-    "bumps event_seq: error reports are not de-duplicated",
-)
 def test_redelivered_traffic_error_report_changes_nothing() -> None:
     w = stable_world()
     w.answer_traffic = False
@@ -1116,12 +1094,6 @@ def test_redelivered_traffic_error_report_changes_nothing() -> None:
     assert w.s == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with scaleDownDelaySeconds 0 the old stable's scale-down is scheduled at `now` after "
-    "this decision's due scale-downs were applied, so it is left to whatever input comes next: "
-    "a redelivered ScaleReported then decides a PublishScale + ScaledDown",
-)
 def test_zero_scale_down_delay_leaves_nothing_for_a_redelivered_report() -> None:
     w = canary_world(scaleDownDelaySeconds=0)
     old = w.s.stable_hash
@@ -1134,12 +1106,6 @@ def test_zero_scale_down_delay_leaves_nothing_for_a_redelivered_report() -> None
     assert w.send(report) == []  # the same report again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a fast rollback before any traffic reached the canary leaves actual_weight at 0 "
-    "(reset by the new revision, never restored since the routing did not change): Healthy with "
-    "0 % actual weight on the current (= stable) revision",
-)
 def test_fast_rollback_before_any_traffic_shift_reports_full_weight() -> None:
     w = stable_world()
     assert w.s.actual_weight == 100
@@ -1149,3 +1115,15 @@ def test_fast_rollback_before_any_traffic_shift_reports_full_weight() -> None:
     assert w.s.phase == "Healthy" and w.s.current_hash == w.s.stable_hash
     assert w.s.actual_weight == 100
     assert status_of(w.s)["canary"]["weights"]["canary"]["weight"] == 100
+
+
+def test_weight_waits_for_fresh_readiness_of_a_revision_that_was_scaled_down() -> None:
+    w = canary_world()  # revision 2 at 10 %, its 1 canary pod reported ready
+    b = w.s.current_hash
+    w.answer_scale = False  # from here on the scaler reports nothing
+    cmds = w.send(apply("my-app:2.0.0"))  # fast rollback: revision 2 scaled to 0, traffic all stable
+    assert b not in scales(cmds)[-1] and weights(cmds) == [0]
+    cmds = w.send(apply("my-app:2.1.0"))  # the same template again: revision 3, pods to be recreated
+    assert w.s.current_hash == b and w.s.revision == 3
+    assert scales(cmds) == [{w.s.stable_hash: 10, b: 1}]
+    assert weights(cmds) == []  # no weight before a ScaleReported shows the new pod ready
