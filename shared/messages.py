@@ -85,6 +85,8 @@ class AnalysisRunStarted(_Msg, frozen=True, tag="analysisRunStarted", tag_field=
     run_id: str
     metrics: tuple[str, ...]
     dry_run: tuple[str, ...] = ()
+    retention: dict[str, int] = {}  # measurements kept per metric ("*": every metric)
+    templates: tuple[str, ...] = ()
 
 
 class AnalysisRunErrored(_Msg, frozen=True, tag="analysisRunErrored", tag_field="type"):
@@ -147,6 +149,9 @@ class AnalysisStart(_Msg, frozen=True, tag="start", tag_field="type"):
     templates: tuple[TemplateRef, ...]
     args: tuple[ArgValue, ...] = ()
     dry_run: tuple[str, ...] = ()
+    retention: dict[str, int] = {}
+    revision: int = 0
+    step_index: int | None = None
 
 
 class MeasureTask(_Msg, frozen=True, tag="measure", tag_field="type"):
@@ -160,6 +165,7 @@ class MeasureTask(_Msg, frozen=True, tag="measure", tag_field="type"):
     due_at: float
     dry_run: bool = False
     tally: MetricTallyView | None = None
+    secrets: dict[str, tuple[str, str]] = {}  # argument -> (secret name, key), filled in by the worker
 
 
 AnalysisWork = AnalysisStart | MeasureTask

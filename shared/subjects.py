@@ -95,6 +95,16 @@ def ping(service: str) -> str:
     return f"{PREFIX}.ping.{service}"
 
 
+def run_record_key(run_id: str) -> str:
+    """Key of an AnalysisRun record in the analysis-runs bucket."""
+    return f"run.{run_id}"
+
+
+def run_stop_key(run_id: str) -> str:
+    """Key of the marker telling analyzers a run was stopped (the rollout moved on)."""
+    return f"stop.{run_id}"
+
+
 def rollout_key(namespace: str, name: str) -> str:
     """KV key of a rollout's planner state (KV keys allow dots; our tokens have none)."""
     return f"{namespace}.{name}"

@@ -34,9 +34,10 @@ from services.analyzer.assess import (
     next_due,
     tally,
 )
+from services.analyzer.measuring import measure
 from services.analyzer.providers.errors import MeasurementError
-from services.analyzer.providers.web import WebQuery, measure_web
-from services.analyzer.templates import ResolveError, resolve
+from services.analyzer.secrets import SecretError, SecretStore, redact
+from services.analyzer.templates import ResolveError, resolve, substitute
 from shared import subjects
 from shared.durations import parse_go_duration
 from shared.jetstream import Connection
@@ -110,6 +111,7 @@ class Analyzer:
         self.templates: KeyValue | None = None
         self.runs: KeyValue | None = None
         self.measured = 0
+        self.secrets = SecretStore.from_env()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         js = self.conn.js
@@ -194,6 +196,7 @@ class Analyzer:
                 work.args,
                 lambda ns, name: docs.get((ns, name)),
                 dry_run=work.dry_run,
+                retention=work.retention,
             )
             tasks = []
             now = time.time()
@@ -210,6 +213,7 @@ class Analyzer:
                         index=0,
                         due_at=now + delay,
                         dry_run=metric.name in resolved.dry_run,
+                        secrets=resolved.secrets,
                     )
                 )
         except (ResolveError, SpecError, ValueError, msgspec.ValidationError) as e:
@@ -229,6 +233,8 @@ class Analyzer:
             run_id=work.run_id,
             metrics=tuple(t.metric.get("name", "") for t in tasks),
             dry_run=tuple(sorted(resolved.dry_run)),
+            retention=resolved.retention,
+            templates=tuple(t.template_name for t in work.templates),
         )
         await js.publish(
             subjects.feedback("analysis", work.namespace, work.name),
@@ -283,16 +289,30 @@ class Analyzer:
             if await self._stopped(work.run_id):
                 await msg.ack()
                 return
-        metric = msgspec.convert(work.metric, Metric)
-        policy = policy_of(metric, dry_run=work.dry_run)
         started = time.time()
         value: Any = None
+        hidden: list[str] = []
         try:
-            value = await self._provider_value(metric)
-            phase, message = measurement_phase(policy, value)
-        except MeasurementError as e:
+            spec = work.metric
+            if work.secrets:
+                values = {arg: self.secrets.get(work.namespace, s, k) for arg, (s, k) in work.secrets.items()}
+                hidden = list(values.values())
+                spec = substitute(spec, values)
+            metric = msgspec.convert(spec, Metric)
+            policy = policy_of(metric, dry_run=work.dry_run)
+            measured = await measure(metric, session=self.session)  # type: ignore[arg-type]
+            value = measured.value
+            if measured.phase is not None:
+                phase, message = Phase(measured.phase), measured.message
+            else:
+                phase, message = measurement_phase(policy, value)
+        except (MeasurementError, SecretError) as e:
+            metric = msgspec.convert(work.metric, Metric)
+            policy = policy_of(metric, dry_run=work.dry_run)
             phase, message = Phase.ERROR, str(e)
         finished = time.time()
+        # Secret values never leave the worker: not in results, messages, events or logs.
+        value, message = redact(value, hidden), redact(message, hidden)
         new_tally = tally(policy, tally_of(work.tally), phase, message)
         done = is_metric_done(new_tally)
         self.measured += 1
@@ -326,38 +346,13 @@ class Analyzer:
             )
         await msg.ack()
 
-    async def _provider_value(self, metric: Metric) -> Any:
-        provider = metric.provider
-        if provider is not None and provider.web is not None:
-            w = provider.web
-            assert self.session is not None
-            query = WebQuery(
-                url=w.url or "",
-                method=w.method or "GET",
-                headers={h.key: h.value for h in w.headers or []},
-                body=w.body,
-                json_body=w.json_body,
-                timeout_seconds=float(w.timeout_seconds or 10),
-                json_path=w.json_path or "{$}",
-                insecure=bool(w.insecure),
-            )
-            return await measure_web(query, self.session)
-        kinds = (
-            [f for f in msgspec.structs.asdict(provider) if getattr(provider, f) is not None]
-            if provider
-            else []
-        )
-        raise MeasurementError(
-            f"metric {metric.name}: provider {', '.join(kinds) or '(none)'} is not supported yet"
-        )
-
     async def _stopped(self, run_id: str) -> bool:
         assert self.runs is not None
         try:
-            entry = await self.runs.get(run_id)
+            entry = await self.runs.get(subjects.run_stop_key(run_id))
         except KeyNotFoundError:
             return False
-        return entry.value == b"stopped"
+        return bool(entry.value)
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,6 +17,7 @@ from services.planner.decide import status_of
 from services.planner.service import rollout_document, state_decoder
 from services.planner.state import RolloutState
 from shared import subjects
+from shared.analysis_runs import AnalysisRunRecord, record_decoder
 from shared.jetstream import Connection, connect
 from shared.messages import CommandReply, RolloutEvent, event_decoder, reply_decoder
 
@@ -115,6 +116,31 @@ class Client:
                 if entry.value:
                     out.append(state_decoder.decode(entry.value))
         return out
+
+    async def runs(self) -> list[AnalysisRunRecord]:
+        """Every AnalysisRun record, oldest first."""
+        kv = await self.c.kv(subjects.ANALYSIS_RUNS_BUCKET)
+        try:
+            keys = [k for k in await kv.keys() if k.startswith("run.")]
+        except NoKeysError:
+            return []
+        out = []
+        for key in keys:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(key)
+                if entry.value:
+                    out.append(record_decoder.decode(entry.value))
+        return sorted(out, key=lambda r: r.started_at)
+
+    async def run(self, name: str) -> AnalysisRunRecord:
+        kv = await self.c.kv(subjects.ANALYSIS_RUNS_BUCKET)
+        try:
+            entry = await kv.get(subjects.run_record_key(name))
+        except KeyNotFoundError as e:
+            raise CliError(f"analysis run {name} not found") from e
+        if not entry.value:
+            raise CliError(f"analysis run {name} not found")
+        return record_decoder.decode(entry.value)
 
     async def document(self, namespace: str, name: str) -> dict[str, Any]:
         return rollout_document(await self.state(namespace, name))

@@ -64,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("name")
     hist.add_argument("-n", "--namespace", default="default")
 
+    analysis = sub.add_parser("analysis", parents=[common], help="inspect analysis runs")
+    asub = analysis.add_subparsers(dest="analysis_cmd", required=True, metavar="COMMAND")
+    alist = asub.add_parser("list", parents=[common], help="list analysis runs")
+    alist.add_argument("-n", "--namespace", default=None)
+    alist.add_argument("--rollout", default=None, help="only the runs of this rollout")
+    alist.add_argument("-o", "--output", choices=("json",), default=None)
+    aget = asub.add_parser("get", parents=[common], help="one run with its measurements")
+    aget.add_argument("name")
+    aget.add_argument("-o", "--output", choices=("json",), default=None)
+
     for verb in VERBS:
         v = sub.add_parser(verb, parents=[common], help=f"{verb} a rollout")
         v.add_argument("name")
@@ -136,6 +146,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _get(client, args)
         if cmd == "list":
             return await _list(client, args)
+        if cmd == "analysis":
+            return await _analysis(client, args)
         if cmd == "history":
             from services.cli.render import event_line
 
@@ -274,6 +286,26 @@ async def _get(client: Any, args: argparse.Namespace) -> int:
             print("\033[2J\033[H", end="")
         show(state)
         print(f"\n{ev.type}: {ev.message}", flush=True)
+    return 0
+
+
+async def _analysis(client: Any, args: argparse.Namespace) -> int:
+    from services.cli.render import run_view, runs_view
+    from shared.analysis_runs import as_document
+
+    if args.analysis_cmd == "get":
+        record = await client.run(args.name)
+        print(json.dumps(as_document(record), indent=2) if args.output == "json" else run_view(record))
+        return 0
+    records = [
+        r
+        for r in await client.runs()
+        if (args.namespace is None or r.namespace == args.namespace) and (args.rollout in (None, r.rollout))
+    ]
+    if args.output == "json":
+        print(json.dumps({"items": [as_document(r) for r in records]}, indent=2))
+    else:
+        print(runs_view(records))
     return 0
 
 

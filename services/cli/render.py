@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from services.planner.decide import status_of
+import json
+
+from services.planner.decide import iso, status_of
 from services.planner.state import RolloutState
+from shared.analysis_runs import AnalysisRunRecord
 from shared.messages import RolloutEvent
 
 ICONS = {"Healthy": "✔", "Progressing": "◌", "Paused": "॥", "Degraded": "✖"}
@@ -62,6 +65,46 @@ def _role(s: RolloutState, h: str) -> str:
     if h == s.current_hash:
         return "canary"
     return ""
+
+
+def runs_view(records: list[AnalysisRunRecord]) -> str:
+    rows = [f"{'NAME':<44} {'ROLLOUT':<20} {'REV':>4} {'PHASE':<13} {'MEASUREMENTS':>12}  STARTED"]
+    for r in records:
+        n = sum(m.count + m.error for m in r.metrics)
+        rows.append(
+            f"{r.name:<44} {r.namespace + '/' + r.rollout:<20} {r.revision:>4} {r.phase:<13} {n:>12}  {iso(r.started_at)}"
+        )
+    return "\n".join(rows)
+
+
+def run_view(r: AnalysisRunRecord) -> str:
+    lines = [
+        f"Name:        {r.name}",
+        f"Rollout:     {r.namespace}/{r.rollout} (revision {r.revision}"
+        + (f", step {r.step_index + 1})" if r.step_index is not None else ")"),
+        f"Templates:   {', '.join(r.templates)}",
+        f"Status:      {r.phase}" + (f": {r.message}" if r.message else ""),
+        f"Started:     {iso(r.started_at)}",
+    ]
+    if r.finished_at:
+        lines.append(f"Finished:    {iso(r.finished_at)}")
+    for m in r.metrics:
+        dry = " (dry run)" if m.dry_run else ""
+        lines += [
+            "",
+            f"Metric {m.name}{dry}: {m.phase}" + (f" ({m.message})" if m.message else ""),
+            f"  count {m.count}, successful {m.successful}, failed {m.failed}, inconclusive {m.inconclusive},"
+            f" error {m.error}",
+            f"  {'#':>3}  {'TIME':<24} {'PHASE':<13} VALUE",
+        ]
+        first = m.next_index - len(m.measurements)
+        for i, x in enumerate(m.measurements):
+            value = json.dumps(x.value) if not isinstance(x.value, str) else x.value
+            lines.append(
+                f"  {first + i + 1:>3}  {iso(x.finished_at):<24} {x.phase:<13} {value}"
+                + (f"  ({x.message})" if x.message else "")
+            )
+    return "\n".join(lines)
 
 
 def list_view(states: list[RolloutState]) -> str:

@@ -517,6 +517,9 @@ def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
                 templates=step.templates,
                 args=step.args,
                 dry_run=step.dry_run,
+                retention=step.retention,
+                revision=s.revision,
+                step_index=s.step_index,
             )
         )
         names = ", ".join(t.template_name for t in step.templates)

@@ -102,7 +102,8 @@ def _compile_step(i: int, step: Any) -> Step:
                 raise SpecError(f"{path}.analysis.args[{j}].valueFrom", "not supported yet: give a value")
             args.append(ArgValue(name=arg.name, value=arg.value))
         dry_run = tuple(d.metric_name for d in a.dry_run or [])
-        return AnalysisStep(templates=templates, args=tuple(args), dry_run=dry_run)
+        retention = {r.metric_name: r.limit for r in a.measurement_retention or []}
+        return AnalysisStep(templates=templates, args=tuple(args), dry_run=dry_run, retention=retention)
     for kind in UNSUPPORTED_STEPS:
         if getattr(step, kind, None) is not None:
             camel = kind.split("_")[0] + "".join(w.title() for w in kind.split("_")[1:])

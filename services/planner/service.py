@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from services.planner.decide import decide, next_wakeup, status_of
 from services.planner.plan import compile_plan
+from services.planner.recording import RunRecorder
 from services.planner.replies import ReplyMatcher
 from services.planner.state import (
     Abort,
@@ -119,6 +120,7 @@ class Planner:
         self.kv = await js.key_value(subjects.ROLLOUTS_BUCKET)
         self.templates = await js.key_value(subjects.TEMPLATES_BUCKET)
         self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
+        self.recorder = RunRecorder(self.runs)
         await self._load_states()
         # Replies: the stream keeps no reply subject, so remember who asked (core subscription).
         self.subs.append(await self.conn.nc.subscribe(subjects.COMMANDS_WILDCARD, cb=self._on_request))
@@ -282,6 +284,7 @@ class Planner:
                     )
                 case AnalysisRunErrored():
                     event = AnalysisErrored(run_id=fb.run_id, message=fb.message)
+            await self.recorder.reported(fb, now)
             await self.handle(fb.namespace, fb.name, event, now)
         except msgspec.DecodeError as e:
             log.warning("malformed feedback on %s dropped: %s", msg.subject, e)
@@ -302,17 +305,18 @@ class Planner:
             rejected = [c.message for c in commands if isinstance(c, Reject)]
             if rejected:
                 return CommandReply(ok=False, error=rejected[0], status=status_of(old) if old else None)
-            await self._carry_out(commands, new.uid if new is not None else "")
+            await self._carry_out(commands, new.uid if new is not None else "", now)
             if new is not None and commands:
                 assert self.kv is not None
                 await self.kv.put(key, encoder.encode(new))
                 self.states[key] = new
+                await self.recorder.progressed(new.analysis, now)
             self.handled += 1
             if new is not None:
                 self._arm_timer(key)
             return CommandReply(ok=True, status=status_of(new) if new else None)
 
-    async def _carry_out(self, commands: list[Any], uid: str) -> None:
+    async def _carry_out(self, commands: list[Any], uid: str, now: float) -> None:
         """Publish in a way that a redo of the same decision (after a crash) is deduplicated."""
         js = self.conn.js
         pubs: list[Coroutine[Any, Any, Any]] = []
@@ -343,6 +347,7 @@ class Planner:
                         )
                     )
                 case StartAnalysis():
+                    await self.recorder.created(c, now)
                     ns, name = c.namespace, c.name
                     start = AnalysisStart(
                         namespace=ns,
@@ -351,6 +356,9 @@ class Planner:
                         templates=c.templates,
                         args=c.args,
                         dry_run=c.dry_run,
+                        retention=c.retention,
+                        revision=c.revision,
+                        step_index=c.step_index,
                     )
                     pubs.append(
                         js.publish(
@@ -361,7 +369,7 @@ class Planner:
                     )
                 case StopAnalysis(run_id=run_id):
                     assert self.runs is not None
-                    pubs.append(self.runs.put(run_id, b"stopped"))
+                    pubs.append(self.runs.put(subjects.run_stop_key(run_id), b"stopped"))
         if pubs:
             await asyncio.gather(*pubs)
 

@@ -32,6 +32,7 @@ class AnalysisStep(_S, frozen=True, tag="analysis", tag_field="kind"):
     templates: tuple[TemplateRef, ...]
     args: tuple[ArgValue, ...] = ()
     dry_run: tuple[str, ...] = ()
+    retention: dict[str, int] = {}
 
 
 Step = SetWeightStep | PauseStep | AnalysisStep
@@ -232,6 +233,9 @@ class StartAnalysis(_S, frozen=True, tag="startAnalysis", tag_field="type"):
     templates: tuple[TemplateRef, ...]
     args: tuple[ArgValue, ...] = ()
     dry_run: tuple[str, ...] = ()
+    retention: dict[str, int] = {}
+    revision: int = 0
+    step_index: int | None = None
 
 
 class StopAnalysis(_S, frozen=True, tag="stopAnalysis", tag_field="type"):

@@ -134,7 +134,16 @@ class TrafficShifter:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/v1/rollouts", self._all_stats)
         app.router.add_get("/api/v1/services/{service}", self._service_stats)
+        app.router.add_get("/metrics", self._metrics)
         return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition of the proxy counters (see services.traffic_shifter.metrics)."""
+        # Imported here so that adding the route stays a single, self-contained edit of this module.
+        from services.traffic_shifter.metrics import CONTENT_TYPE, render_prometheus
+
+        text = render_prometheus(self.provider.stats(), self.desired)
+        return web.Response(body=text.encode(), headers={"Content-Type": f"{CONTENT_TYPE}; charset=utf-8"})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

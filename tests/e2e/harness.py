@@ -139,7 +139,7 @@ class Harness:
         proc.wait()
 
     def restart(self, service: str) -> None:
-        log = open(self.tmp / "logs" / f"{service}.log", "ab")  # noqa: SIM115
+        log = open(self.tmp / "logs" / f"{service}.log", "ab")
         kind = "analyzer" if service.startswith("analyzer") else service
         self.stack.children[service] = subprocess.Popen(
             service_command(kind, self.settings),
