@@ -41,10 +41,10 @@ def test_missing_template_argument_and_duplicate_metric_are_named() -> None:
     with pytest.raises(ResolveError, match="AnalysisTemplate 'nope' not found in namespace ns"):
         resolve("ns", (TemplateRef(template_name="nope"),), (), lambda ns, n: None)
     docs = {("ns", "a"): tmpl([metric("m")], args=[{"name": "svc"}])}
-    with pytest.raises(ResolveError, match="args.svc: no value"):
+    with pytest.raises(ResolveError, match=r"args\.svc: no value"):
         resolve("ns", (TemplateRef(template_name="a"),), (), lambda ns, n: docs.get((ns, n)))
     docs = {("ns", "a"): tmpl([metric("m", "http://{{args.nope}}")])}
-    with pytest.raises(ResolveError, match="args.nope"):
+    with pytest.raises(ResolveError, match=r"args\.nope"):
         resolve("ns", (TemplateRef(template_name="a"),), (), lambda ns, n: docs.get((ns, n)))
 
 
