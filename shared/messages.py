@@ -135,6 +135,8 @@ Feedback = TrafficConfirmed | ScaleObserved | AnalysisRunStarted | AnalysisRunEr
 class ArgValue(_Msg, frozen=True):
     name: str
     value: str | None = None
+    # Resolved by the planner when the run starts: "podTemplateHash:Stable|Latest" or "fieldRef:<path>".
+    value_from: str | None = None
 
 
 class TemplateRef(_Msg, frozen=True):

@@ -8,6 +8,7 @@ of the message that carried it), so a redelivered message yields the very same o
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +46,7 @@ from services.planner.state import (
     Tick,
     TrafficApplied,
 )
-from shared.messages import ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
+from shared.messages import ArgValue, ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
 
 CANARY_PAUSE_STEP = "CanaryPauseStep"
 INCONCLUSIVE = "InconclusiveAnalysisRun"
@@ -515,7 +516,7 @@ def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
                 name=s.name,
                 run_id=run_id,
                 templates=step.templates,
-                args=step.args,
+                args=tuple(_resolve_arg(s, a) for a in step.args),
                 dry_run=step.dry_run,
                 retention=step.retention,
                 revision=s.revision,
@@ -720,6 +721,30 @@ def _update_phase(c: _Ctx) -> None:
 
 
 # --- small helpers -----------------------------------------------------------------------------
+
+
+_FIELD = re.compile(r"^([A-Za-z0-9_.]+?)(?:\[['\"]([^'\"]+)['\"]\])?$")
+
+
+def _resolve_arg(s: RolloutState, arg: ArgValue) -> ArgValue:
+    """Argo's rollout-side argument sources: a pod-template hash, or a field of the Rollout."""
+    source = arg.value_from
+    if source is None:
+        return arg
+    kind, _, what = source.partition(":")
+    value: Any = None
+    if kind == "podTemplateHash":
+        value = s.stable_hash if what == "Stable" else s.current_hash
+    elif kind == "fieldRef":
+        m = _FIELD.match(what)
+        if m:
+            node: Any = s.spec
+            for part in m.group(1).split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if m.group(2) is not None:
+                node = node.get(m.group(2)) if isinstance(node, dict) else None
+            value = node
+    return ArgValue(name=arg.name, value=None if value is None else str(value))
 
 
 def _share_of_current(s: RolloutState, canary: str | None, canary_weight: int) -> int:

@@ -98,9 +98,7 @@ def _compile_step(i: int, step: Any) -> Step:
         )
         args = []
         for j, arg in enumerate(a.args or []):
-            if arg.value is None and arg.value_from is not None:
-                raise SpecError(f"{path}.analysis.args[{j}].valueFrom", "not supported yet: give a value")
-            args.append(ArgValue(name=arg.name, value=arg.value))
+            args.append(_arg(arg, f"{path}.analysis.args[{j}]"))
         dry_run = tuple(d.metric_name for d in a.dry_run or [])
         retention = {r.metric_name: r.limit for r in a.measurement_retention or []}
         return AnalysisStep(templates=templates, args=tuple(args), dry_run=dry_run, retention=retention)
@@ -111,3 +109,16 @@ def _compile_step(i: int, step: Any) -> Step:
                 f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet"
             )
     raise SpecError(path, "step has no kind")
+
+
+def _arg(arg: Any, path: str) -> ArgValue:
+    vf = arg.value_from
+    if arg.value is not None or vf is None:
+        return ArgValue(name=arg.name, value=arg.value)
+    if vf.pod_template_hash_value is not None:
+        if vf.pod_template_hash_value not in ("Stable", "Latest"):
+            raise SpecError(f"{path}.valueFrom.podTemplateHashValue", "must be Stable or Latest")
+        return ArgValue(name=arg.name, value_from=f"podTemplateHash:{vf.pod_template_hash_value}")
+    if vf.field_ref is not None:
+        return ArgValue(name=arg.name, value_from=f"fieldRef:{vf.field_ref.field_path}")
+    raise SpecError(f"{path}.valueFrom", "needs podTemplateHashValue or fieldRef")
