@@ -41,7 +41,9 @@ async def measure(metric: Metric, *, session: aiohttp.ClientSession, settings: A
     if provider.job is not None:
         result = await run_job(provider.job.spec)
         return Measured(
-            value=result.exit_code, phase="Successful" if result.succeeded else "Failed", message=result.message
+            value=result.exit_code,
+            phase="Successful" if result.succeeded else "Failed",
+            message=result.message,
         )
     if provider.prometheus is not None:
         return Measured(value=await _prometheus(metric, session))

@@ -51,6 +51,22 @@ def _parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", parents=[common], help="validate a file without applying it")
     lint.add_argument("-f", "--filename", required=True)
 
+    plan = sub.add_parser(
+        "plan", parents=[common], help="print the timeline each Rollout in a file will follow"
+    )
+    plan.add_argument("-f", "--filename", required=True, help="YAML or JSON file ('-' for stdin)")
+    plan.add_argument("-o", "--output", choices=("json",), default=None)
+
+    status = sub.add_parser(
+        "status", parents=[common], help="print a rollout's status (exit 1 when Degraded)"
+    )
+    status.add_argument("name")
+    status.add_argument("-n", "--namespace", default="default")
+    status.add_argument("-w", "--watch", action="store_true", help="follow until Healthy or Degraded")
+    status.add_argument(
+        "--timeout", type=float, default=None, help="with --watch: give up after SECONDS (0: never)"
+    )
+
     get = sub.add_parser("get", parents=[common], help="show a rollout")
     get.add_argument("name")
     get.add_argument("-n", "--namespace", default="default")
@@ -133,6 +149,10 @@ async def _run(args: argparse.Namespace) -> int:
         )
     if cmd == "lint":
         return _lint(args.filename)
+    if cmd == "plan":
+        from services.cli.timeline import plan_command
+
+        return plan_command(_load(args.filename), args.filename, args.output)
     if cmd == "demo":
         from services.cli.demo import run_demo
 
@@ -148,6 +168,12 @@ async def _run(args: argparse.Namespace) -> int:
             return await _list(client, args)
         if cmd == "analysis":
             return await _analysis(client, args)
+        if cmd == "status":
+            from services.cli.timeline import status_command
+
+            return await status_command(
+                client, args.namespace, args.name, watch=args.watch, timeout=args.timeout
+            )
         if cmd == "history":
             from services.cli.render import event_line
 

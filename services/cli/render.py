@@ -51,9 +51,10 @@ def rollout_view(s: RolloutState) -> str:
             f"{('#' + str(r.number)):<9} {r.hash:<11} {_role(s, r.hash) or '-':<7} "
             f"{s.replicas.get(r.hash, 0):>8} {s.ready.get(r.hash, 0):>6}  {', '.join(r.images)}"
         )
-    a = s.analysis
-    if a is not None:
-        lines += ["", f"AnalysisRun:     {a.run_id}  {a.phase}" + (f"  ({a.message})" if a.message else "")]
+    for label, a in (("AnalysisRun:    ", s.analysis), ("Background run: ", s.background)):
+        if a is None:
+            continue
+        lines += ["", f"{label} {a.run_id}  {a.phase}" + (f"  ({a.message})" if a.message else "")]
         for metric, phase in a.metric_phases.items():
             lines.append(f"  metric {metric}: {phase} ({a.metric_counts.get(metric, 0)} measurement(s))")
     return "\n".join(lines)

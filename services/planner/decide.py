@@ -196,6 +196,8 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
         c.emit("RolloutUpdated", f"Rollout spec updated (generation {s.generation}); pod template unchanged")
         return None
     _stop_analysis(c)
+    _stop_background(c)
+    s.background = None
     intermediate = s.current_hash if s.current_hash != s.stable_hash else None
     if intermediate:
         s.scale_downs = (
@@ -241,6 +243,7 @@ def _promote(c: _Ctx, full: bool) -> str | None:
         return "rollout is aborted: use `retry` to restart the steps or `promote --full` to go to the new revision"
     if full:
         _stop_analysis(c)
+        _stop_background(c)
         s.abort = False
         s.aborted_at = None
         s.abort_scale_down_at = None
@@ -258,9 +261,17 @@ def _promote(c: _Ctx, full: bool) -> str | None:
             c.emit("Resumed", "Rollout resumed")
         if s.pause_conditions:
             reasons = ", ".join(p.reason for p in s.pause_conditions)
+            # The step's own pause (or its inconclusive analysis) is passed; a pause caused by the
+            # background analysis only ends.
+            step_paused = any(p.reason == CANARY_PAUSE_STEP for p in s.pause_conditions) or (
+                s.analysis is not None
+                and s.analysis.step_index == s.step_index
+                and s.analysis.phase == Phase.INCONCLUSIVE.value
+            )
             s.pause_conditions = ()
             s.pause_until = None
-            s.step_index = min(s.step_index + 1, steps)
+            if step_paused:
+                s.step_index = min(s.step_index + 1, steps)
             c.emit("Promoted", f"Rollout promoted past {reasons} to step {s.step_index + 1}")
         return None
     if s.step_index >= steps:
@@ -285,6 +296,7 @@ def _abort(c: _Ctx) -> str | None:
 def _do_abort(c: _Ctx, reason: str) -> None:
     s = c.s
     _stop_analysis_run(c)
+    _stop_background(c)
     s.abort = True
     s.aborted_at = c.now
     s.pause_conditions = ()
@@ -306,6 +318,7 @@ def _retry(c: _Ctx) -> str | None:
     s.step_index = 0
     s.set_weight = 0
     s.analysis = None
+    s.background = None
     s.scale_downs = _without(s.scale_downs, s.current_hash)
     c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
     return None
@@ -361,16 +374,28 @@ def _scale_reported(c: _Ctx, ev: ScaleReported) -> str | None:
     return None
 
 
+def _slot(s: RolloutState, run_id: str) -> str | None:
+    """Which of the rollout's runs (the step's or the background one) a report is about."""
+    for slot in ("analysis", "background"):
+        a = getattr(s, slot)
+        if a is not None and a.run_id == run_id:
+            return slot
+    return None
+
+
 def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
-    a = c.s.analysis
-    if a is None or a.run_id != ev.run_id or a.metrics:
+    slot = _slot(c.s, ev.run_id)
+    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    if slot is None or a is None or a.metrics:
         return None
     # Measurements may have been handled first (they travel on the same stream, but a redelivery
     # can reorder them): keep what they said.
     phases = {m: a.metric_phases.get(m, Phase.RUNNING.value) for m in ev.metrics}
     phase = run_phase({m: Phase(p) for m, p in phases.items()}, set(ev.dry_run)).value if phases else "Error"
-    c.s.analysis = msgspec.structs.replace(
-        a, metrics=ev.metrics, dry_run=ev.dry_run, phase=phase, metric_phases=phases
+    setattr(
+        c.s,
+        slot,
+        msgspec.structs.replace(a, metrics=ev.metrics, dry_run=ev.dry_run, phase=phase, metric_phases=phases),
     )
     c.emit(
         "AnalysisRunRunning",
@@ -381,8 +406,9 @@ def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
 
 
 def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
-    a = c.s.analysis
-    if a is None or a.run_id != ev.run_id or a.phase in TERMINAL_ANALYSIS:
+    slot = _slot(c.s, ev.run_id)
+    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    if slot is None or a is None or a.phase in TERMINAL_ANALYSIS:
         return None
     if ev.index < a.metric_counts.get(ev.metric, 0):
         return None  # a duplicate measurement (redelivered work)
@@ -395,13 +421,17 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
     if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != Phase.SUCCESSFUL.value:
         why = ev.metric_message or ev.message
         message = f'Metric "{ev.metric}" assessed {ev.metric_phase}' + (f": {why}" if why else "")
-    c.s.analysis = msgspec.structs.replace(
-        a,
-        metric_phases=phases,
-        metric_counts=counts,
-        phase=phase,
-        measurements=a.measurements + 1,
-        message=message,
+    setattr(
+        c.s,
+        slot,
+        msgspec.structs.replace(
+            a,
+            metric_phases=phases,
+            metric_counts=counts,
+            phase=phase,
+            measurements=a.measurements + 1,
+            message=message,
+        ),
     )
     c.emit(
         "AnalysisMeasurement",
@@ -421,10 +451,11 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
 
 
 def _analysis_errored(c: _Ctx, ev: AnalysisErrored) -> str | None:
-    a = c.s.analysis
-    if a is None or a.run_id != ev.run_id or a.phase in TERMINAL_ANALYSIS:
+    slot = _slot(c.s, ev.run_id)
+    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    if slot is None or a is None or a.phase in TERMINAL_ANALYSIS:
         return None
-    c.s.analysis = msgspec.structs.replace(a, phase=Phase.ERROR.value, message=ev.message)
+    setattr(c.s, slot, msgspec.structs.replace(a, phase=Phase.ERROR.value, message=ev.message))
     c.emit("AnalysisRunCompleted", f"Analysis run {ev.run_id} Error: {ev.message}", analysis_run=ev.run_id)
     return None
 
@@ -450,6 +481,8 @@ def _step_once(c: _Ctx) -> bool:
     if s.current_hash == s.stable_hash:
         _steady(c)
         return False
+    if _background(c):
+        return True
     if s.paused:
         return False
     if s.pause_conditions:
@@ -481,6 +514,48 @@ def _step_once(c: _Ctx) -> bool:
             return False
         case AnalysisStep():
             return _analysis_step(c, step)
+    return False
+
+
+def _background(c: _Ctx) -> bool:
+    """The background analysis (strategy.canary.analysis): started once the rollout reaches
+    startingStep, running beside the steps; True when its verdict aborted the rollout."""
+    s = c.s
+    spec = s.plan.background
+    if spec is None or s.promote_full or s.step_index < s.plan.background_starting_step:
+        return False
+    b = s.background
+    if b is None:
+        s.analysis_counter += 1
+        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-bg{s.analysis_counter}"
+        s.background = AnalysisProgress(run_id=run_id, step_index=-1)
+        c.out.append(
+            StartAnalysis(
+                namespace=s.namespace,
+                name=s.name,
+                run_id=run_id,
+                templates=spec.templates,
+                args=tuple(_resolve_arg(s, a) for a in spec.args),
+                dry_run=spec.dry_run,
+                retention=spec.retention,
+                revision=s.revision,
+                step_index=None,
+            )
+        )
+        names = ", ".join(t.template_name for t in spec.templates)
+        c.emit("AnalysisRunStarted", f"Background analysis {names} started", analysis_run=run_id)
+        return False
+    if b.phase in (Phase.FAILED.value, Phase.ERROR.value):
+        _do_abort(
+            c, f"background analysis run {b.run_id} {b.phase}" + (f": {b.message}" if b.message else "")
+        )
+        return True
+    if b.phase == Phase.INCONCLUSIVE.value and not b.acknowledged:
+        s.pause_conditions = (*s.pause_conditions, PauseCondition(reason=INCONCLUSIVE, start_time=c.now))
+        s.background = msgspec.structs.replace(b, acknowledged=True)
+        c.emit(
+            "RolloutPaused", f"Background analysis run {b.run_id} Inconclusive: paused until promote or abort"
+        )
     return False
 
 
@@ -563,6 +638,7 @@ def _complete(c: _Ctx) -> bool:
     s.set_weight = 100
     s.promote_full = False
     s.analysis = None if s.analysis and s.analysis.phase not in TERMINAL_ANALYSIS else s.analysis
+    _stop_background(c)
     delay = s.plan.scale_down_delay_seconds
     s.scale_downs = (*_without(s.scale_downs, old), PendingScaleDown(revision=old, at=c.now + delay))
     c.emit(
@@ -689,13 +765,19 @@ def _stop_analysis(c: _Ctx) -> None:
     s.analysis = None
 
 
-def _stop_analysis_run(c: _Ctx) -> None:
-    a = c.s.analysis
+def _stop_analysis_run(c: _Ctx, slot: str = "analysis") -> None:
+    a: AnalysisProgress | None = getattr(c.s, slot)
     if a is not None and a.phase not in TERMINAL_ANALYSIS:
         c.out.append(StopAnalysis(run_id=a.run_id))
-        c.s.analysis = msgspec.structs.replace(
-            a, phase="Terminated", message="run stopped: the rollout moved on"
+        setattr(
+            c.s,
+            slot,
+            msgspec.structs.replace(a, phase="Terminated", message="run stopped: the rollout moved on"),
         )
+
+
+def _stop_background(c: _Ctx) -> None:
+    _stop_analysis_run(c, "background")
 
 
 # --- phase and message, in Argo's order: Degraded, Paused, Progressing, Healthy ----------------
@@ -820,13 +902,14 @@ def status_of(s: RolloutState) -> dict[str, Any]:
     }
     if s.abort:
         status["abortedAt"] = iso(s.aborted_at) if s.aborted_at is not None else None
-    if s.analysis is not None:
-        status["currentAnalysisRun"] = {
-            "name": s.analysis.run_id,
-            "phase": s.analysis.phase,
-            "message": s.analysis.message,
-            "metrics": dict(s.analysis.metric_phases),
-        }
+    for key, a in (("currentAnalysisRun", s.analysis), ("currentBackgroundAnalysisRun", s.background)):
+        if a is not None:
+            status[key] = {
+                "name": a.run_id,
+                "phase": a.phase,
+                "message": a.message,
+                "metrics": dict(a.metric_phases),
+            }
     status["revisions"] = [
         {
             "revision": r.number,

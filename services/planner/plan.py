@@ -44,6 +44,8 @@ def compile_plan(rollout: Rollout) -> Plan:
     scale_down = 30.0
     abort_scale_down = 30.0
     stable_service = canary_service = None
+    background: AnalysisStep | None = None
+    background_start = 0
     if canary is not None:
         for i, step in enumerate(canary.steps or []):
             steps.append(_compile_step(i, step))
@@ -56,10 +58,8 @@ def compile_plan(rollout: Rollout) -> Plan:
             abort_scale_down = float(canary.abort_scale_down_delay_seconds)
         stable_service, canary_service = canary.stable_service, canary.canary_service
         if canary.analysis is not None:
-            raise SpecError(
-                "spec.strategy.canary.analysis",
-                "background analysis is accepted by lint but not executed by this version yet",
-            )
+            background = _analysis(canary.analysis, "spec.strategy.canary.analysis")
+            background_start = canary.analysis.starting_step or 0
     return Plan(
         replicas=spec.replicas if spec.replicas is not None else 1,
         steps=tuple(steps),
@@ -75,6 +75,8 @@ def compile_plan(rollout: Rollout) -> Plan:
         scale_down_delay_seconds=scale_down,
         abort_scale_down_delay_seconds=abort_scale_down,
         revision_history_limit=spec.revision_history_limit if spec.revision_history_limit is not None else 10,
+        background=background,
+        background_starting_step=background_start,
     )
 
 
@@ -91,17 +93,7 @@ def _compile_step(i: int, step: Any) -> Step:
         except ValueError as e:
             raise SpecError(f"{path}.pause.duration", str(e)) from e
     if step.analysis is not None:
-        a = step.analysis
-        templates = tuple(
-            TemplateRef(template_name=t.template_name or "", cluster_scope=bool(t.cluster_scope))
-            for t in a.templates or []
-        )
-        args = []
-        for j, arg in enumerate(a.args or []):
-            args.append(_arg(arg, f"{path}.analysis.args[{j}]"))
-        dry_run = tuple(d.metric_name for d in a.dry_run or [])
-        retention = {r.metric_name: r.limit for r in a.measurement_retention or []}
-        return AnalysisStep(templates=templates, args=tuple(args), dry_run=dry_run, retention=retention)
+        return _analysis(step.analysis, f"{path}.analysis")
     for kind in UNSUPPORTED_STEPS:
         if getattr(step, kind, None) is not None:
             camel = kind.split("_")[0] + "".join(w.title() for w in kind.split("_")[1:])
@@ -109,6 +101,17 @@ def _compile_step(i: int, step: Any) -> Step:
                 f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet"
             )
     raise SpecError(path, "step has no kind")
+
+
+def _analysis(a: Any, path: str) -> AnalysisStep:
+    templates = tuple(
+        TemplateRef(template_name=t.template_name or "", cluster_scope=bool(t.cluster_scope))
+        for t in a.templates or []
+    )
+    args = tuple(_arg(arg, f"{path}.args[{j}]") for j, arg in enumerate(a.args or []))
+    dry_run = tuple(d.metric_name for d in a.dry_run or [])
+    retention = {r.metric_name: r.limit for r in a.measurement_retention or []}
+    return AnalysisStep(templates=templates, args=args, dry_run=dry_run, retention=retention)
 
 
 def _arg(arg: Any, path: str) -> ArgValue:

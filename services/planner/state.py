@@ -55,6 +55,8 @@ class Plan(_S, frozen=True):
     scale_down_delay_seconds: float = 30.0
     abort_scale_down_delay_seconds: float = 30.0  # 0 = never scale the aborted canary down
     revision_history_limit: int = 10
+    background: AnalysisStep | None = None  # strategy.canary.analysis
+    background_starting_step: int = 0
 
 
 # --- persisted state ---------------------------------------------------------------------
@@ -81,6 +83,7 @@ class AnalysisProgress(_S, frozen=True):
     message: str = ""
     measurements: int = 0
     metric_counts: dict[str, int] = {}  # measurements seen per metric, to drop duplicates
+    acknowledged: bool = False  # an Inconclusive background run already paused the rollout once
 
 
 class PendingScaleDown(_S, frozen=True):
@@ -124,7 +127,8 @@ class RolloutState(_Mutable):
     paused: bool = False  # user pause (spec.paused or the pause command)
     pause_conditions: tuple[PauseCondition, ...] = ()
     pause_until: float | None = None
-    analysis: AnalysisProgress | None = None
+    analysis: AnalysisProgress | None = None  # the current step's analysis run
+    background: AnalysisProgress | None = None  # the background analysis run (step_index -1)
     analysis_counter: int = 0
     scale_downs: tuple[PendingScaleDown, ...] = ()
     promote_full: bool = False

@@ -26,13 +26,25 @@ def metric(name: str, url: str = "http://x/{{args.svc}}") -> dict[str, Any]:
 
 def test_args_defaults_overrides_composition_and_dry_run() -> None:
     docs = {
-        ("ns", "a"): tmpl([metric("m1")], args=[{"name": "svc", "value": "default"}],
-                          templates=[{"templateName": "c", "clusterScope": True}], dryRun=[{"metricName": "m1"}]),
-        (None, "c"): tmpl([metric("m2", "http://{{args.host}}/")], args=[{"name": "host"}],
-                          measurementRetention=[{"metricName": "m2", "limit": 3}]),
+        ("ns", "a"): tmpl(
+            [metric("m1")],
+            args=[{"name": "svc", "value": "default"}],
+            templates=[{"templateName": "c", "clusterScope": True}],
+            dryRun=[{"metricName": "m1"}],
+        ),
+        (None, "c"): tmpl(
+            [metric("m2", "http://{{args.host}}/")],
+            args=[{"name": "host"}],
+            measurementRetention=[{"metricName": "m2", "limit": 3}],
+        ),
     }
-    run = resolve("ns", (TemplateRef(template_name="a"),), (ArgValue(name="host", value="h1"),),
-                  lambda ns, n: docs.get((ns, n)), retention={"m1": 5})
+    run = resolve(
+        "ns",
+        (TemplateRef(template_name="a"),),
+        (ArgValue(name="host", value="h1"),),
+        lambda ns, n: docs.get((ns, n)),
+        retention={"m1": 5},
+    )
     assert [m["provider"]["web"]["url"] for m in run.metrics] == ["http://x/default", "http://h1/"]
     assert run.dry_run == {"m1"} and run.retention == {"m2": 3, "m1": 5}
 
@@ -49,10 +61,19 @@ def test_missing_template_argument_and_duplicate_metric_are_named() -> None:
 
 
 def test_secret_arguments_stay_placeholders_until_measured() -> None:
-    docs = {("ns", "a"): tmpl(
-        [{"name": "m", "provider": {"web": {"url": "http://x/", "headers": [{"key": "A", "value": "{{args.tok}}"}]}}}],
-        args=[{"name": "tok", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
-    )}
+    docs = {
+        ("ns", "a"): tmpl(
+            [
+                {
+                    "name": "m",
+                    "provider": {
+                        "web": {"url": "http://x/", "headers": [{"key": "A", "value": "{{args.tok}}"}]}
+                    },
+                }
+            ],
+            args=[{"name": "tok", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        )
+    }
     run = resolve("ns", (TemplateRef(template_name="a"),), (), lambda ns, n: docs.get((ns, n)))
     assert run.metrics[0]["provider"]["web"]["headers"][0]["value"] == "{{args.tok}}"
     assert run.secrets == {"tok": ("s", "k")}
@@ -72,14 +93,24 @@ def test_secret_store_file_env_and_errors_without_values(tmp_path: Path) -> None
 
 
 def _taken(index: int, phase: str = "Successful") -> MeasurementTaken:
-    return MeasurementTaken(namespace="ns", name="r", run_id="run", metric="m", index=index, phase=phase,
-                            value=index, metric_phase="Running",
-                            tally=MetricTallyView(phase="Running", count=index + 1, successful=index + 1))
+    return MeasurementTaken(
+        namespace="ns",
+        name="r",
+        run_id="run",
+        metric="m",
+        index=index,
+        phase=phase,
+        value=index,
+        metric_phase="Running",
+        tally=MetricTallyView(phase="Running", count=index + 1, successful=index + 1),
+    )
 
 
 def test_record_fold_drops_duplicates_and_keeps_the_latest_measurements() -> None:
     r = AnalysisRunRecord(name="run", namespace="ns", rollout="r")
-    started(r, AnalysisRunStarted(namespace="ns", name="r", run_id="run", metrics=("m",), retention={"m": 2}), 1.0)
+    started(
+        r, AnalysisRunStarted(namespace="ns", name="r", run_id="run", metrics=("m",), retention={"m": 2}), 1.0
+    )
     for i in (0, 1, 1, 2, 0):
         measured(r, _taken(i))
     m = r.metrics[0]

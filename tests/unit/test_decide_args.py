@@ -22,14 +22,31 @@ DOC: dict[str, Any] = {
     "spec": {
         "replicas": 1,
         "selector": {"matchLabels": {"app": "r"}},
-        "template": {"metadata": {"labels": {"app": "r"}}, "spec": {"containers": [{"name": "c", "image": "r:1"}]}},
-        "strategy": {"canary": {"steps": [{"analysis": {"templates": [{"templateName": "t"}], "args": [
-            {"name": "stable", "valueFrom": {"podTemplateHashValue": "Stable"}},
-            {"name": "latest", "valueFrom": {"podTemplateHashValue": "Latest"}},
-            {"name": "team", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
-            {"name": "name", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "plain", "value": "x"},
-        ]}}]}},
+        "template": {
+            "metadata": {"labels": {"app": "r"}},
+            "spec": {"containers": [{"name": "c", "image": "r:1"}]},
+        },
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {
+                        "analysis": {
+                            "templates": [{"templateName": "t"}],
+                            "args": [
+                                {"name": "stable", "valueFrom": {"podTemplateHashValue": "Stable"}},
+                                {"name": "latest", "valueFrom": {"podTemplateHashValue": "Latest"}},
+                                {
+                                    "name": "team",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}},
+                                },
+                                {"name": "name", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "plain", "value": "x"},
+                            ],
+                        }
+                    }
+                ]
+            }
+        },
     },
 }
 
@@ -59,6 +76,8 @@ def test_pod_template_hash_and_field_ref_arguments() -> None:
 
 def test_bad_pod_template_hash_value_is_rejected() -> None:
     doc = copy.deepcopy(DOC)
-    doc["spec"]["strategy"]["canary"]["steps"][0]["analysis"]["args"][0]["valueFrom"]["podTemplateHashValue"] = "Old"
+    doc["spec"]["strategy"]["canary"]["steps"][0]["analysis"]["args"][0]["valueFrom"][
+        "podTemplateHashValue"
+    ] = "Old"
     with pytest.raises(SpecError, match="podTemplateHashValue"):
         compile_plan(parse_rollout(doc))

@@ -26,6 +26,7 @@ rejected as in Argo, zero means the 30-second default.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -100,11 +101,16 @@ def resolve_time(expression: str, *, now: float) -> float:
     return parsed.timestamp()
 
 
+def _basic_auth(user: str, password: str) -> str:
+    # Go's SetBasicAuth: base64 of the UTF-8 "user:password" (aiohttp's BasicAuth is deprecated).
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def _secrets(query: PrometheusQuery, url: URL) -> list[str]:
     values = [v for v in query.headers.values() if v]
     if query.basic_auth is not None:
         user, password = query.basic_auth
-        values += [password, aiohttp.BasicAuth(user, password).encode().partition(" ")[2]]
+        values += [password, _basic_auth(user, password).partition(" ")[2]]
     if url.password:
         values.append(url.password)
     # Longest first, so a secret containing another is replaced whole.
@@ -228,7 +234,7 @@ def _request_headers(query: PrometheusQuery) -> dict[str, str]:
         if any(name.lower() == "authorization" for name in headers):
             raise MeasurementError("basic auth and an Authorization header are both set; use one of them")
         user, password = query.basic_auth
-        headers["Authorization"] = aiohttp.BasicAuth(user, password).encode()
+        headers["Authorization"] = _basic_auth(user, password)
     return headers
 
 
