@@ -183,7 +183,7 @@ def timeline_document(name: str, namespace: str, plan: Plan) -> dict[str, Any]:
         "scaleDownDelaySeconds": plan.scale_down_delay_seconds,
         "firstDeploySkipsSteps": True,
         "notes": notes(plan),
-        "timeline": msgspec.to_builtins(timeline(plan)),
+        "timeline": msgspec.json.decode(msgspec.json.encode(timeline(plan))),
     }
 
 

@@ -61,6 +61,11 @@ class _Ctx:
         self.now = now
         self.out: list[Command] = []
         self.waiting = ""  # why the rollout is not moving on, for the Progressing message
+        self.waiting_on = ""  # "replicas" | "traffic": what the progress deadline watches
+
+    def wait(self, on: str, why: str) -> None:
+        self.waiting_on = on
+        self.waiting = why
 
     def emit(self, type_: str, message: str, **extra: Any) -> None:
         s = self.s
@@ -137,6 +142,7 @@ def decide(
     if rejected is not None:
         return state, [Reject(message=rejected)]
     _progress(c)
+    _check_deadline(c)
     _update_phase(c)
     if c.out:
         c.s.updated_at = now
@@ -148,6 +154,8 @@ def next_wakeup(state: RolloutState) -> float | None:
     times = [p.at for p in state.scale_downs]
     if state.pause_until is not None and state.pause_conditions:
         times.append(state.pause_until)
+    if state.waiting_since is not None and not state.deadline_exceeded:
+        times.append(state.waiting_since + state.plan.progress_deadline_seconds)
     return min(times) if times else None
 
 
@@ -177,6 +185,7 @@ def _create(event: Apply, now: float, namespace: str, name: str) -> tuple[Rollou
         f"Rollout created: revision 1 ({', '.join(plan.images) or plan.template_hash}) is stable",
     )
     _progress(c)
+    _check_deadline(c)
     _update_phase(c)
     c.s.updated_at = now
     return c.s, c.out
@@ -564,14 +573,14 @@ def _set_weight_step(c: _Ctx, weight: int) -> bool:
     need = math.ceil(s.plan.replicas * weight / 100)
     _scale(c, canary=max(need, 0))
     if s.ready.get(s.current_hash, 0) < need:
-        c.waiting = f"waiting for {need} canary replica(s) to be ready"
+        c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
         return False
     if s.set_weight != weight:
         s.set_weight = weight
         c.emit("WeightSet", f"Step {s.step_index + 1}/{len(s.plan.steps)}: setWeight {weight}")
     _route(c, weight)
     if s.traffic_confirmed < s.traffic_generation:
-        c.waiting = f"waiting for the traffic router to apply weight {weight}"
+        c.wait("traffic", f"waiting for the traffic router to apply weight {weight}")
         return False
     s.step_index += 1
     c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
@@ -630,7 +639,7 @@ def _complete(c: _Ctx) -> bool:
     replicas = s.plan.replicas
     _scale(c, canary=replicas)
     if s.ready.get(s.current_hash, 0) < replicas:
-        c.waiting = f"waiting for {replicas} updated replica(s) to be ready"
+        c.wait("replicas", f"waiting for {replicas} updated replica(s) to be ready")
         return False
     old = s.stable_hash
     s.stable_hash = s.current_hash
@@ -657,9 +666,9 @@ def _steady(c: _Ctx) -> None:
     ready = s.ready.get(s.stable_hash, 0) >= s.plan.replicas
     confirmed = s.traffic_confirmed >= s.traffic_generation
     if not ready:
-        c.waiting = f"waiting for {s.plan.replicas} stable replica(s) to be ready"
+        c.wait("replicas", f"waiting for {s.plan.replicas} stable replica(s) to be ready")
     elif not confirmed:
-        c.waiting = "waiting for the traffic router to send all traffic to the stable revision"
+        c.wait("traffic", "waiting for the traffic router to send all traffic to the stable revision")
 
 
 def _aborted(c: _Ctx) -> None:
@@ -783,10 +792,54 @@ def _stop_background(c: _Ctx) -> None:
 # --- phase and message, in Argo's order: Degraded, Paused, Progressing, Healthy ----------------
 
 
+# Events that show the rollout moving; while waiting on replicas or traffic, the progress deadline
+# (progressDeadlineSeconds) counts from the last of them.
+PROGRESS_EVENTS = {
+    "RevisionStarted",
+    "StepCompleted",
+    "WeightSet",
+    "WeightConfirmed",
+    "ReplicasUpdated",
+    "PauseEnded",
+    "Promoted",
+    "PromotedFull",
+    "RolloutRetried",
+    "Resumed",
+    "RolloutPromoted",
+    "RolloutCreated",
+}
+
+
+def _check_deadline(c: _Ctx) -> None:
+    s = c.s
+    if c.waiting_on not in ("replicas", "traffic") or s.abort or s.paused or s.pause_conditions:
+        s.waiting_since = None
+        s.deadline_exceeded = False
+        return
+    progressed = any(isinstance(o, Emit) and o.event.type in PROGRESS_EVENTS for o in c.out)
+    if s.waiting_since is None or progressed:
+        s.waiting_since = c.now
+        s.deadline_exceeded = False
+        return
+    deadline = s.plan.progress_deadline_seconds
+    if not s.deadline_exceeded and c.now - s.waiting_since >= deadline:
+        s.deadline_exceeded = True
+        why = f"revision {s.revision} has timed out progressing ({c.waiting}) after {_fmt_seconds(deadline)}"
+        c.emit("ProgressDeadlineExceeded", why)
+        if s.plan.progress_deadline_abort and s.current_hash != s.stable_hash:
+            _do_abort(c, f"ProgressDeadlineExceeded: {why}")
+            _aborted(c)
+
+
 def _update_phase(c: _Ctx) -> None:
     s = c.s
     if s.abort:
         phase, message = "Degraded", f"RolloutAborted: {s.abort_message}"
+    elif s.deadline_exceeded:
+        phase, message = (
+            "Degraded",
+            f"ProgressDeadlineExceeded: revision {s.revision} has timed out progressing ({c.waiting})",
+        )
     elif s.paused:
         phase, message = "Paused", "manually paused"
     elif s.pause_conditions:

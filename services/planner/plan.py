@@ -77,6 +77,8 @@ def compile_plan(rollout: Rollout) -> Plan:
         revision_history_limit=spec.revision_history_limit if spec.revision_history_limit is not None else 10,
         background=background,
         background_starting_step=background_start,
+        progress_deadline_seconds=float(spec.progress_deadline_seconds or 600),
+        progress_deadline_abort=bool(spec.progress_deadline_abort),
     )
 
 

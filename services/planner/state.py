@@ -56,6 +56,8 @@ class Plan(_S, frozen=True):
     abort_scale_down_delay_seconds: float = 30.0  # 0 = never scale the aborted canary down
     revision_history_limit: int = 10
     background: AnalysisStep | None = None  # strategy.canary.analysis
+    progress_deadline_seconds: float = 600.0
+    progress_deadline_abort: bool = False
     background_starting_step: int = 0
 
 
@@ -115,6 +117,8 @@ class RolloutState(_Mutable):
     routed_canary: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    waiting_since: float | None = None  # since when the rollout waits on replicas or traffic
+    deadline_exceeded: bool = False
     last_error: str = ""  # the last error reported by a service, so a redelivery is not re-reported
     scale_generation: int = 0
     replicas: dict[str, int] = {}  # desired replicas per revision hash

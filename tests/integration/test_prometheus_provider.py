@@ -32,11 +32,23 @@ import pytest_asyncio
 from aiohttp import web
 
 from services.analyzer.providers.errors import MeasurementError
-from services.analyzer.providers.prometheus import PrometheusQuery, measure_prometheus, resolve_time
+from services.analyzer.providers.prometheus import (
+    PrometheusQuery,
+    measure_prometheus,
+    query_of,
+    resolve_time,
+)
 from services.traffic_shifter.proxy import Backend, ProxyStats, WeightedProxy
 from services.traffic_shifter.service import TrafficShifter
 from shared.embedded_server import free_port
 from shared.messages import Endpoints, TrafficDesired
+from shared.specs.analysis import (
+    PrometheusAuth,
+    PrometheusMetric,
+    PrometheusRangeQuery,
+    Sigv4Config,
+    WebMetricHeader,
+)
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("prometheus")]
 # Tests that use the module-wide stack run on its event loop.
@@ -105,8 +117,52 @@ async def _poll(check: Callable[[], Awaitable[bool]], *, deadline: float, what: 
             if await check():
                 return
         await asyncio.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    pytest.fail(f"timed out after {deadline:g}s waiting for {what}; prometheus log tail:\n{tail}")
+    pytest.fail(f"timed out after {deadline:g}s waiting for {what}; prometheus log tail:\n{_log_tail(log)}")
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+
+
+def _spawn_prometheus(
+    binary: str, tmp: Path, target_port: int, log_file: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Our own server: temp config scraping the target every second, temp TSDB, a free port."""
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: traffic-shifter\n"
+        "    scrape_interval: 1s\n"
+        "    scrape_timeout: 1s\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target_port}']\n"
+    )
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -165,39 +221,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
         traffic = asyncio.create_task(send_traffic())
 
-        port = free_port()
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
-            "  - job_name: traffic-shifter\n"
-            "    scrape_interval: 1s\n"
-            "    scrape_timeout: 1s\n"
-            "    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{admin_port}']\n"
-        )
-        with log_file.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        result.url = f"http://127.0.0.1:{port}"
+        process, result.url = _spawn_prometheus(binary, tmp, admin_port, log_file)
         running = process
 
         async with aiohttp.ClientSession() as client:
 
             async def ready() -> bool:
                 if running.poll() is not None:
-                    pytest.fail(f"prometheus exited with {running.returncode}: {log_file.read_text()[-3000:]}")
+                    pytest.fail(f"prometheus exited with {running.returncode}: {_log_tail(log_file)}")
                 async with client.get(f"{result.url}/-/ready") as response:
                     return response.status == 200
 
@@ -219,12 +250,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             with contextlib.suppress(asyncio.CancelledError):
                 await traffic
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            _stop(process)
         await proxy.stop()
         for runner in runners:
             await runner.cleanup()
@@ -332,7 +358,9 @@ async def test_range_query_returns_every_value(stack: Stack) -> None:
 
 @on_stack_loop
 async def test_instant_query_of_a_range_vector_is_a_flat_matrix(stack: Stack) -> None:
-    values = await measure(q(stack, 'rollouts_proxy_requests_total{service="web-canary",code_class="5xx"}[5s]'))
+    values = await measure(
+        q(stack, 'rollouts_proxy_requests_total{service="web-canary",code_class="5xx"}[5s]')
+    )
     assert len(values) >= 2 and values == sorted(values)
 
 
@@ -386,7 +414,9 @@ async def test_timeout_is_a_measurement_error() -> None:
     try:
         started = time.monotonic()
         with pytest.raises(MeasurementError, match=r"timed out after 0\.3s"):
-            await measure(PrometheusQuery(address=f"http://127.0.0.1:{port}", query="up", timeout_seconds=0.3))
+            await measure(
+                PrometheusQuery(address=f"http://127.0.0.1:{port}", query="up", timeout_seconds=0.3)
+            )
         assert time.monotonic() - started < 5
     finally:
         never.set()  # let the handler finish, or the runner waits its whole shutdown timeout
@@ -506,7 +536,9 @@ async def test_error_messages_never_contain_secrets(stack: Stack) -> None:
             assert secret not in message
         # Credentials in the address are not shown either.
         with pytest.raises(MeasurementError) as info:
-            await measure(PrometheusQuery(address=f"http://carol:pa55word@127.0.0.1:{free_port()}", query="up"))
+            await measure(
+                PrometheusQuery(address=f"http://carol:pa55word@127.0.0.1:{free_port()}", query="up")
+            )
         assert "pa55word" not in str(info.value) and "carol" not in str(info.value)
         with pytest.raises(MeasurementError, match="use one of them"):
             await measure(
@@ -522,6 +554,30 @@ async def test_error_messages_never_contain_secrets(stack: Stack) -> None:
 
 
 # --- range bound expressions (pure) ----------------------------------------------------------------
+
+
+def test_query_of_translates_the_template_block() -> None:
+    spec = PrometheusMetric(
+        address="http://prom:9090",
+        query="up",
+        timeout=12,
+        insecure=True,
+        headers=[WebMetricHeader(key="X-Scope-OrgID", value="t1")],
+        range_query=PrometheusRangeQuery(start="now() - 5m", end="now()", step="30s"),
+    )
+    assert query_of(spec) == PrometheusQuery(
+        address="http://prom:9090",
+        query="up",
+        timeout_seconds=12.0,
+        insecure=True,
+        headers={"X-Scope-OrgID": "t1"},
+        range_start="now() - 5m",
+        range_end="now()",
+        range_step="30s",
+    )
+    assert query_of(PrometheusMetric(query="up")).timeout_seconds == 30.0
+    with pytest.raises(MeasurementError, match="sigv4 is not supported"):
+        query_of(PrometheusMetric(query="up", authentication=PrometheusAuth(sigv4=Sigv4Config(region="x"))))
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,9 @@ from yarl import URL
 
 from services.analyzer.providers.errors import MeasurementError
 from shared.durations import parse_go_duration
+from shared.specs.analysis import PrometheusMetric
 
-__all__ = ["ADDRESS_ENV", "PrometheusQuery", "measure_prometheus", "resolve_time"]
+__all__ = ["ADDRESS_ENV", "PrometheusQuery", "measure_prometheus", "query_of", "resolve_time"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,30 @@ class PrometheusQuery(msgspec.Struct, kw_only=True):
     range_start: str | None = None
     range_end: str | None = None
     range_step: str | None = None
+
+
+def query_of(spec: PrometheusMetric) -> PrometheusQuery:
+    """Translate a template's ``provider.prometheus`` block; unsupported authentication is an error."""
+    auth = spec.authentication
+    if auth is not None and (auth.sigv4 is not None or auth.oauth2 is not None):
+        # Querying without the credentials the template asks for would only produce confusing 401s.
+        kind = "sigv4" if auth.sigv4 is not None else "oauth2"
+        raise MeasurementError(f"prometheus authentication.{kind} is not supported")
+    # basicAuth is read if the spec carries it (Argo: authentication.basicAuth{username,password}).
+    basic = getattr(auth, "basic_auth", None) if auth is not None else None
+    credentials = (str(basic.username or ""), str(basic.password or "")) if basic is not None else None
+    rng = spec.range_query
+    return PrometheusQuery(
+        address=spec.address or "",
+        query=spec.query or "",
+        timeout_seconds=float(spec.timeout) if spec.timeout is not None else DEFAULT_TIMEOUT_SECONDS,
+        insecure=bool(spec.insecure),
+        headers={h.key: h.value for h in spec.headers or ()},
+        basic_auth=credentials,
+        range_start=rng.start if rng is not None else None,
+        range_end=rng.end if rng is not None else None,
+        range_step=rng.step if rng is not None else None,
+    )
 
 
 def resolve_time(expression: str, *, now: float) -> float:
