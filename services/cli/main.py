@@ -13,7 +13,7 @@ from typing import Any
 from shared import subjects
 from shared.settings import DEFAULT_NATS_URL, Settings
 
-VERBS = ("promote", "abort", "retry", "pause", "resume")
+VERBS = ("promote", "abort", "retry", "pause", "resume", "undo")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
             v.add_argument(
                 "--full", action="store_true", help="skip all remaining steps, pauses and analyses"
             )
+        if verb == "undo":
+            v.add_argument("--to-revision", type=int, default=None, help="default: the previous revision")
+
+    set_ = sub.add_parser("set", parents=[common], help="change a rollout's spec")
+    set_sub = set_.add_subparsers(dest="set_cmd", required=True, metavar="WHAT")
+    image = set_sub.add_parser("image", parents=[common], help="set a container's image: NAME CONTAINER=IMAGE")
+    image.add_argument("name")
+    image.add_argument("assignments", nargs="+", metavar="CONTAINER=IMAGE", help="'*=IMAGE' sets every container")
+    image.add_argument("-n", "--namespace", default="default")
 
     demo = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on this machine")
     demo.add_argument(
@@ -180,8 +189,22 @@ async def _run(args: argparse.Namespace) -> int:
             for ev in await client.history(args.namespace, args.name):
                 print(event_line(ev))
             return 0
+        if cmd == "set":
+            for assignment in args.assignments:
+                container, sep, image = assignment.partition("=")
+                if not sep or not container or not image:
+                    print(f"rollouts set image: expected CONTAINER=IMAGE, got {assignment!r}", file=sys.stderr)
+                    return 2
+                body = json.dumps({"container": container, "image": image}).encode()
+                reply = await client.command(args.namespace, args.name, "set-image", body)
+                if not reply.ok:
+                    return _err(f"rollout {args.namespace}/{args.name}: {reply.error}")
+                print(f"rollout '{args.name}' image updated: {container}={image}")
+            return 0
         if cmd in VERBS:
             payload = json.dumps({"full": True}).encode() if cmd == "promote" and args.full else b""
+            if cmd == "undo" and args.to_revision is not None:
+                payload = json.dumps({"toRevision": args.to_revision}).encode()
             reply = await client.command(args.namespace, args.name, cmd, payload)
             if not reply.ok:
                 return _err(f"rollout {args.namespace}/{args.name}: {reply.error}")
@@ -197,6 +220,7 @@ async def _run(args: argparse.Namespace) -> int:
 def _past(verb: str) -> str:
     return {
         "promote": "promoted",
+        "undo": "rolled back",
         "abort": "aborted",
         "retry": "retried",
         "pause": "paused",

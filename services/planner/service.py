@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from services.planner.decide import decide, next_wakeup, status_of
+from services.planner.edits import EditError, SetImagePayload, UndoPayload, set_image_document, undo_document
 from services.planner.plan import compile_plan
 from services.planner.recording import RunRecorder
 from services.planner.replies import ReplyMatcher
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 
 state_decoder = msgspec.json.Decoder(RolloutState)
 promote_decoder = msgspec.json.Decoder(PromotePayload)
+undo_decoder = msgspec.json.Decoder(UndoPayload)
+set_image_decoder = msgspec.json.Decoder(SetImagePayload)
 
 
 class CommandError(ValueError):
@@ -205,6 +208,8 @@ class Planner:
     async def _command(self, namespace: str, name: str, verb: str, data: bytes, now: float) -> CommandReply:
         if verb == "apply":
             return await self._apply(namespace, name, data, now)
+        if verb in ("undo", "set-image"):
+            return await self._edit(namespace, name, verb, data, now)
         event: Input
         match verb:
             case "promote":
@@ -254,6 +259,23 @@ class Planner:
         spec.setdefault("metadata", {})["namespace"] = namespace
         spec.pop("status", None)
         return await self.handle(namespace, name, Apply(plan=plan, spec=spec), now)
+
+    async def _edit(self, namespace: str, name: str, verb: str, data: bytes, now: float) -> CommandReply:
+        """undo / set-image: a new document derived from the applied one, then applied as usual."""
+        state = self.states.get(subjects.rollout_key(namespace, name))
+        if state is None:
+            raise CommandError(f"rollout {namespace}/{name} not found")
+        try:
+            if verb == "undo":
+                undo = undo_decoder.decode(data) if data.strip() else UndoPayload()
+                doc = undo_document(state, undo.to_revision)
+            else:
+                doc = set_image_document(state, set_image_decoder.decode(data or b"{}"))
+        except msgspec.DecodeError as e:
+            raise CommandError(f"payload: {e}") from e
+        except EditError as e:
+            raise CommandError(str(e)) from e
+        return await self._apply(namespace, name, encoder.encode(doc), now)
 
     async def _on_feedback(self, msg: Msg) -> None:
         now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
