@@ -47,6 +47,16 @@ NS = "bench"
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from the first line of /proc/stat."""
+    try:
+        vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals) - idle, sum(vals)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (Linux /proc), 0 where unavailable."""
     try:
@@ -112,7 +122,15 @@ def template(metric_port: int, count: int) -> dict[str, Any]:
 
 
 async def trial(
-    processes: int, *, concurrency: int, runs: int, count: int, metric_port: int, server_pids: list[int], tmp: Path
+    processes: int,
+    *,
+    concurrency: int,
+    runs: int,
+    count: int,
+    metric_port: int,
+    server_pids: list[int],
+    tmp: Path,
+    delay_s: float,
 ) -> dict[str, Any]:
     settings = Settings(
         nats_url=f"nats://127.0.0.1:{free_port()}",
@@ -170,6 +188,8 @@ async def trial(
 
         watched = {"analyzers": [p.pid for p in analyzers], "nats": [server.proc.pid], "metric": server_pids}  # type: ignore[union-attr]
         cpu0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}
+        busy0, total0 = machine_ticks()
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         for i in range(runs):
             start = AnalysisStart(
@@ -183,6 +203,7 @@ async def trial(
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = last - t0
         cpu = {k: sum(cpu_seconds(p) for p in pids) - cpu0[k] for k, pids in watched.items()}
+        busy1, total1 = machine_ticks()
         await nc.close()
         await conn.close()
         return {
@@ -197,6 +218,11 @@ async def trial(
             "cpu_cores_metric_server": round(cpu["metric"] / elapsed, 2),
             "analyzer_cpu_ms_per_measurement": round(cpu["analyzers"] * 1000 / seen, 3),
             "per_worker": sorted(per_worker.values(), reverse=True),
+            # The whole machine (every process, not only ours) over the window: 1.0 = all cores busy.
+            "machine_busy": round((busy1 - busy0) / max(1, total1 - total0), 2),
+            "loadavg_1m_before": round(load_before, 2),
+            # What C slots per process allow if only the metric's latency counted.
+            "latency_bound_per_second": round(processes * concurrency / (delay_s + 0.005)),
         }
     finally:
         for p in analyzers:
@@ -226,6 +252,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     metric_port=metric_port,
                     server_pids=[s.pid for s in servers],
                     tmp=Path(tmp),
+                    delay_s=args.delay,
                 )
                 print(f"  {n} analyzer process(es): {r['per_second']:.0f} measurements/s  {json.dumps(r)}", file=sys.stderr)
                 results.append(r)

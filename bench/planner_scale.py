@@ -49,6 +49,7 @@ from typing import Any
 import msgspec
 import nats
 
+from services.cli.client import Client
 from services.cli.processes import Stack, wait_ready
 from shared import subjects
 from shared.embedded_server import free_port
@@ -83,7 +84,7 @@ def steps(pause: str) -> list[dict[str, Any]]:
     ]
 
 
-def rollout(name: str, version: int, pause: str, scale_down_delay: int) -> bytes:
+def rollout(name: str, version: int, pause: str) -> bytes:
     doc = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -97,7 +98,7 @@ def rollout(name: str, version: int, pause: str, scale_down_delay: int) -> bytes
                     "containers": [{"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}]
                 },
             },
-            "strategy": {"canary": {"scaleDownDelaySeconds": scale_down_delay, "steps": steps(pause)}},
+            "strategy": {"canary": {"steps": steps(pause)}},
         },
     }
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -195,7 +196,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stack = Stack(settings, embedded_nats=True, platform="noop", log_dir=Path(tmp) / "logs")
         await asyncio.to_thread(stack.start)
         profiler: subprocess.Popen[bytes] | None = None
-        result: dict[str, Any] = {"rollouts": n, "pause": args.pause, "scale_down_delay_s": args.scale_down_delay}
+        result: dict[str, Any] = {"rollouts": n, "pause": args.pause}
         try:
             await wait_ready(settings.nats_url, ("planner", "traffic-shifter", "scaler"))
             planner_pid = stack.children["planner"].pid
@@ -240,11 +241,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 total0, counts0 = watch.snapshot()
                 cpu0 = {name: cpu_seconds(pid) for name, pid in procs.items()}
                 t0 = time.perf_counter()
-                for i, name in enumerate(names):
-                    await nc.publish(
-                        subjects.command(NAMESPACE, name, "apply"),
-                        rollout(name, version, args.pause, args.scale_down_delay),
+                # The first one as a request, so that a rejected document fails the bench at once.
+                async with Client(settings.nats_url) as client:
+                    reply = await client.command(
+                        NAMESPACE, names[0], "apply", rollout(names[0], version, args.pause), timeout=60
                     )
+                if not reply.ok:
+                    raise SystemExit(f"apply rejected: {reply.error}")
+                for i, name in enumerate(names[1:], 1):
+                    await nc.publish(subjects.command(NAMESPACE, name, "apply"), rollout(name, version, args.pause))
                     if i % 1000 == 999:
                         await nc.flush()
                 await nc.flush()
@@ -348,7 +353,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rollouts", type=int, default=10_000)
     parser.add_argument("--pause", default="1s", help="duration of the pause step (0s: skipped at once)")
-    parser.add_argument("--scale-down-delay", type=int, default=0, help="scaleDownDelaySeconds of the canary")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each version may take")
     parser.add_argument("--profile", default="", help="py-spy raw (collapsed stacks) output for version 2")
     parser.add_argument("--sample-every", type=float, default=2.0)

@@ -23,6 +23,7 @@ from shared import subjects
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600.0
+LEASE_TTL = 3.0  # seconds; a standby planner takes over within about this long
 
 
 def stream_configs() -> list[StreamConfig]:
@@ -95,6 +96,8 @@ def bucket_configs() -> list[KeyValueConfig]:
         KeyValueConfig(
             bucket=subjects.ANALYSIS_RUNS_BUCKET, history=1, ttl=7 * DAY, storage=StorageType.FILE
         ),
+        # Leases expire on their own: a dead leader's lease is gone after LEASE_TTL seconds.
+        KeyValueConfig(bucket=subjects.LEASES_BUCKET, history=1, ttl=LEASE_TTL, storage=StorageType.FILE),
     ]
 
 

@@ -45,6 +45,7 @@ ANALYZER_CONSUMER = "analyzers"
 ROLLOUTS_BUCKET = "rollouts_state"
 TEMPLATES_BUCKET = "rollouts_templates"
 ANALYSIS_RUNS_BUCKET = "rollouts_analysis_runs"
+LEASES_BUCKET = "rollouts_leases"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 

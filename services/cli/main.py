@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--platform", choices=("local", "noop"), default="local")
     up.add_argument("--analyzers", type=int, default=1, help="number of analyzer processes")
+    up.add_argument(
+        "--planners", type=int, default=1, help="planner processes (one leads, the others stand by)"
+    )
     up.add_argument("--admin-port", type=int, default=None, help="traffic-shifter admin port")
 
     run = sub.add_parser("run", parents=[common], help="run one service in the foreground")
@@ -103,9 +106,13 @@ def _parser() -> argparse.ArgumentParser:
 
     set_ = sub.add_parser("set", parents=[common], help="change a rollout's spec")
     set_sub = set_.add_subparsers(dest="set_cmd", required=True, metavar="WHAT")
-    image = set_sub.add_parser("image", parents=[common], help="set a container's image: NAME CONTAINER=IMAGE")
+    image = set_sub.add_parser(
+        "image", parents=[common], help="set a container's image: NAME CONTAINER=IMAGE"
+    )
     image.add_argument("name")
-    image.add_argument("assignments", nargs="+", metavar="CONTAINER=IMAGE", help="'*=IMAGE' sets every container")
+    image.add_argument(
+        "assignments", nargs="+", metavar="CONTAINER=IMAGE", help="'*=IMAGE' sets every container"
+    )
     image.add_argument("-n", "--namespace", default="default")
 
     demo = sub.add_parser("demo", parents=[common], help="run the end-to-end demo on this machine")
@@ -154,7 +161,11 @@ async def _run(args: argparse.Namespace) -> int:
 
         settings = Settings.from_env(nats_url=args.nats, state_dir=args.state_dir, admin_port=args.admin_port)
         return await run_up(
-            settings, embedded_nats=args.embedded_nats, platform=args.platform, analyzers=args.analyzers
+            settings,
+            embedded_nats=args.embedded_nats,
+            platform=args.platform,
+            analyzers=args.analyzers,
+            planners=args.planners,
         )
     if cmd == "lint":
         return _lint(args.filename)
@@ -193,7 +204,9 @@ async def _run(args: argparse.Namespace) -> int:
             for assignment in args.assignments:
                 container, sep, image = assignment.partition("=")
                 if not sep or not container or not image:
-                    print(f"rollouts set image: expected CONTAINER=IMAGE, got {assignment!r}", file=sys.stderr)
+                    print(
+                        f"rollouts set image: expected CONTAINER=IMAGE, got {assignment!r}", file=sys.stderr
+                    )
                     return 2
                 body = json.dumps({"container": container, "image": image}).encode()
                 reply = await client.command(args.namespace, args.name, "set-image", body)

@@ -187,11 +187,13 @@ class Stack:
         platform: str = "local",
         log_dir: Path | None = None,
         analyzers: int = 1,
+        planners: int = 1,
     ) -> None:
         self.settings = settings
         self.platform = platform
         self.log_dir = log_dir
         self.analyzers = analyzers
+        self.planners = planners
         self.nats = (
             EmbeddedNats(
                 url=settings.nats_url,
@@ -207,11 +209,13 @@ class Stack:
         if self.nats is not None:
             self.nats.start()
         env = service_env(self.settings)
-        names = [s for s in SERVICES if s != "analyzer"] + [
-            "analyzer" if i == 0 else f"analyzer-{i + 1}" for i in range(self.analyzers)
-        ]
+        names = (
+            [f"planner-{i + 1}" if i else "planner" for i in range(self.planners)]
+            + ["traffic-shifter", "scaler"]
+            + [f"analyzer-{i + 1}" if i else "analyzer" for i in range(self.analyzers)]
+        )
         for name in names:
-            service = "analyzer" if name.startswith("analyzer") else name
+            service = name.rsplit("-", 1)[0] if name[-1].isdigit() else name
             out: int | object = subprocess.DEVNULL
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -240,9 +244,13 @@ class Stack:
             self.nats.stop()
 
 
-async def run_up(settings: Settings, *, embedded_nats: bool, platform: str, analyzers: int = 1) -> int:
+async def run_up(
+    settings: Settings, *, embedded_nats: bool, platform: str, analyzers: int = 1, planners: int = 1
+) -> int:
     setup_logging("up")
-    stack = Stack(settings, embedded_nats=embedded_nats, platform=platform, analyzers=analyzers)
+    stack = Stack(
+        settings, embedded_nats=embedded_nats, platform=platform, analyzers=analyzers, planners=planners
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -17,10 +19,12 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.planner.decide import decide, next_wakeup, status_of
 from services.planner.edits import EditError, SetImagePayload, UndoPayload, set_image_document, undo_document
+from services.planner.leadership import Lease
 from services.planner.plan import compile_plan
 from services.planner.recording import RunRecorder
 from services.planner.replies import ReplyMatcher
@@ -47,7 +51,7 @@ from services.planner.state import (
     TrafficApplied,
 )
 from shared import subjects
-from shared.jetstream import Connection
+from shared.jetstream import LEASE_TTL, Connection
 from shared.messages import (
     AnalysisRunErrored,
     AnalysisRunStarted,
@@ -58,6 +62,7 @@ from shared.messages import (
     ScaleObserved,
     TrafficConfirmed,
     encoder,
+    event_decoder,
     feedback_decoder,
 )
 from shared.specs import (
@@ -76,6 +81,10 @@ state_decoder = msgspec.json.Decoder(RolloutState)
 promote_decoder = msgspec.json.Decoder(PromotePayload)
 undo_decoder = msgspec.json.Decoder(UndoPayload)
 set_image_decoder = msgspec.json.Decoder(SetImagePayload)
+
+
+class NotLeader(RuntimeError):
+    """This process lost the lease (or was overtaken): it must not decide anything more."""
 
 
 class CommandError(ValueError):
@@ -104,9 +113,11 @@ def rollout_document(state: RolloutState) -> dict[str, Any]:
 
 
 class Planner:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, lease: Lease | None = None) -> None:
         self.conn = conn
+        self.lease = lease
         self.states: dict[str, RolloutState] = {}
+        self.kv_revisions: dict[str, int] = {}  # last KV revision of each state, for compare-and-set
         self.locks: dict[str, asyncio.Lock] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.replies = ReplyMatcher()
@@ -129,7 +140,9 @@ class Planner:
         self.subs.append(await self.conn.nc.subscribe(subjects.COMMANDS_WILDCARD, cb=self._on_request))
         common = {
             "ack_policy": AckPolicy.EXPLICIT,
-            "ack_wait": 30.0,
+            # Short enough that a message in flight at a dead leader is redelivered soon after the
+            # takeover; long enough for any one handle() (milliseconds) even under load.
+            "ack_wait": 10.0,
             "max_deliver": -1,
             "max_ack_pending": 1000,
         }
@@ -153,6 +166,7 @@ class Planner:
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, **common),  # type: ignore[arg-type]
             )
         )
+        await self._publish_outboxes()
         for key in list(self.states):
             self._arm_timer(key)
         log.info("planner started with %d rollout(s)", len(self.states))
@@ -163,6 +177,24 @@ class Planner:
         for sub in self.subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _publish_outboxes(self) -> None:
+        """Outputs of the last decision of each rollout that a dead predecessor may not have sent."""
+        for s in list(self.states.values()):
+            if not s.outbox:
+                continue
+            seqs = [c.event.seq for c in s.outbox if isinstance(c, Emit)]
+            if seqs:
+                try:
+                    last = await self.conn.js.get_last_msg(
+                        subjects.EVENTS_STREAM, subjects.events(s.namespace, s.name)
+                    )
+                    if event_decoder.decode(last.data or b"").seq >= max(seqs):
+                        continue  # it was published
+                except Exception:  # no event stored yet for this rollout, or an old one unreadable
+                    pass
+            log.info("%s/%s: publishing the outputs of its last decision", s.namespace, s.name)
+            await self._carry_out(list(s.outbox), s.uid, s.updated_at)
 
     async def _load_states(self) -> None:
         assert self.kv is not None
@@ -175,6 +207,7 @@ class Planner:
             if entry.value:
                 try:
                     self.states[key] = state_decoder.decode(entry.value)
+                    self.kv_revisions[key] = entry.revision or 0
                 except msgspec.DecodeError as e:
                     log.error("state %s unreadable, ignored: %s", key, e)
 
@@ -191,6 +224,10 @@ class Planner:
         try:
             parsed = subjects.parse_command(msg.subject)
             reply = await self._command(parsed.namespace, parsed.name, parsed.verb, msg.data, now)
+        except NotLeader as e:
+            log.warning("command %s left for the leader: %s", msg.subject, e)
+            await msg.nak(delay=1.0)
+            return
         except (SubjectError, CommandError, SpecError) as e:
             log.warning("command %s rejected: %s", msg.subject, e)
             reply = CommandReply(ok=False, error=_spec_message(e))
@@ -322,21 +359,40 @@ class Planner:
         key = subjects.rollout_key(namespace, name)
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
+            if self.lease is not None and not self.lease.valid():
+                raise NotLeader("this planner no longer holds the lease")
             old = self.states.get(key)
             new, commands = decide(old, event, now, namespace=namespace, name=name)
             rejected = [c.message for c in commands if isinstance(c, Reject)]
             if rejected:
                 return CommandReply(ok=False, error=rejected[0], status=status_of(old) if old else None)
-            await self._carry_out(commands, new.uid if new is not None else "", now)
             if new is not None and commands:
-                assert self.kv is not None
-                await self.kv.put(key, encoder.encode(new))
+                # Store first (with the outputs in its outbox), then publish: a crash in between
+                # leaves the outputs to whoever loads this state next.
+                new = msgspec.structs.replace(
+                    new, outbox=tuple(c for c in commands if not isinstance(c, Reject))
+                )
+                await self._store(key, new)
                 self.states[key] = new
+                await self._carry_out(commands, new.uid, now)
                 await self.recorder.progressed(new.analysis, now)
             self.handled += 1
             if new is not None:
                 self._arm_timer(key)
             return CommandReply(ok=True, status=status_of(new) if new else None)
+
+    async def _store(self, key: str, state: RolloutState) -> None:
+        """Compare-and-set: a write based on a state another planner has since replaced fails."""
+        assert self.kv is not None
+        data = encoder.encode(state)
+        last = self.kv_revisions.get(key)
+        try:
+            if last is None:
+                self.kv_revisions[key] = await self.kv.create(key, data)
+            else:
+                self.kv_revisions[key] = await self.kv.update(key, data, last=last)
+        except KeyWrongLastSequenceError as e:
+            raise NotLeader(f"state of {key} was written by another planner") from e
 
     async def _carry_out(self, commands: list[Any], uid: str, now: float) -> None:
         """Publish in a way that a redo of the same decision (after a crash) is deduplicated."""
@@ -425,10 +481,27 @@ def _spec_message(e: Exception) -> str:
 
 
 async def run_planner(conn: Connection, stop: asyncio.Event, ready: asyncio.Event) -> None:
-    planner = Planner(conn)
-    await planner.start()
-    ready.set()
+    """Stand by until this process holds the lease, drive every rollout while it does."""
+    kv = await conn.js.key_value(subjects.LEASES_BUCKET)
+    lease = Lease(kv, holder=f"{socket.gethostname()}:{os.getpid()}", ttl=LEASE_TTL)
+    renew_every = LEASE_TTL / 3
     try:
-        await stop.wait()
+        while not stop.is_set():
+            if not await lease.acquire():
+                ready.set()  # a standby is ready too: another planner is driving
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=renew_every)
+                continue
+            planner = Planner(conn, lease=lease)
+            await planner.start()
+            ready.set()
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=renew_every)
+                    if not stop.is_set() and not await lease.renew():
+                        break
+            finally:
+                await planner.stop()
     finally:
-        await planner.stop()
+        await lease.release()

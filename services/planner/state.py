@@ -140,6 +140,9 @@ class RolloutState(_Mutable):
     message: str = ""
     event_seq: int = 0
     updated_at: float = 0.0
+    # The outputs of the decision that produced this state, stored with it and published after the
+    # write: a planner that dies in between has its successor publish them (Nats-Msg-Id dedupes).
+    outbox: tuple[Outbound, ...] = ()
 
 
 # --- decide() inputs ---------------------------------------------------------------------
@@ -260,4 +263,5 @@ class Reject(_S, frozen=True, tag="reject", tag_field="type"):
     message: str
 
 
+Outbound = PublishTraffic | PublishScale | StartAnalysis | StopAnalysis | Emit
 Command = PublishTraffic | PublishScale | StartAnalysis | StopAnalysis | Emit | Reject

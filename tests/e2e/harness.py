@@ -99,12 +99,19 @@ def rollout(
 
 
 class Harness:
-    def __init__(self, tmp: Path, *, analyzers: int = 1) -> None:
+    def __init__(self, tmp: Path, *, analyzers: int = 1, planners: int = 1, platform: str = "local") -> None:
         self.tmp = tmp
         self.settings = Settings(
             nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=tmp / "state", admin_port=free_port()
         )
-        self.stack = Stack(self.settings, embedded_nats=True, log_dir=tmp / "logs", analyzers=analyzers)
+        self.stack = Stack(
+            self.settings,
+            embedded_nats=True,
+            log_dir=tmp / "logs",
+            analyzers=analyzers,
+            planners=planners,
+            platform=platform,
+        )
         self.client = Client(self.settings.nats_url)
         self.extra: list[subprocess.Popen[bytes]] = []
 
@@ -140,9 +147,9 @@ class Harness:
 
     def restart(self, service: str) -> None:
         log = open(self.tmp / "logs" / f"{service}.log", "ab")
-        kind = "analyzer" if service.startswith("analyzer") else service
+        kind = service.rsplit("-", 1)[0] if service[-1].isdigit() else service
         self.stack.children[service] = subprocess.Popen(
-            service_command(kind, self.settings),
+            service_command(kind, self.settings, platform=self.stack.platform),
             env=service_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,

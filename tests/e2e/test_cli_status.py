@@ -11,6 +11,7 @@ import itertools
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
         await h.stop()
 
 
-async def first_version(stack: Harness, name: str, steps: list[dict[str, object]]) -> int:
+async def first_version(stack: Harness, name: str, steps: list[dict[str, Any]]) -> int:
     port = free_port()
     await stack.apply(rollout(name, version=1, port=port, steps=steps))
     await stack.wait(name, lambda s: s["phase"] == "Healthy")
@@ -53,7 +54,7 @@ async def test_status_of_a_healthy_rollout_and_an_unknown_one(stack: Harness) ->
 
 
 async def test_watch_follows_the_steps_until_healthy(stack: Harness) -> None:
-    steps = [{"setWeight": 50}, {"pause": {"duration": 1}}, {"setWeight": 100}]
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {"duration": 1}}, {"setWeight": 100}]
     port = await first_version(stack, "web", steps)
     await stack.apply(rollout("web", version=2, port=port, steps=steps))
     code, out, err = await asyncio.wait_for(
@@ -70,7 +71,7 @@ async def test_watch_follows_the_steps_until_healthy(stack: Harness) -> None:
 
 
 async def test_aborted_rollout_is_degraded(stack: Harness) -> None:
-    steps = [{"setWeight": 50}, {"pause": {}}]
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
     port = await first_version(stack, "web", steps)
     await stack.apply(rollout("web", version=2, port=port, steps=steps))
     await stack.wait("web", lambda s: s["phase"] == "Paused")
@@ -110,7 +111,7 @@ async def test_aborted_rollout_is_degraded(stack: Harness) -> None:
 
 
 async def test_watch_times_out_on_a_paused_rollout(stack: Harness) -> None:
-    steps = [{"setWeight": 50}, {"pause": {}}]
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
     port = await first_version(stack, "web", steps)
     await stack.apply(rollout("web", version=2, port=port, steps=steps))
     await stack.wait("web", lambda s: s["phase"] == "Paused")

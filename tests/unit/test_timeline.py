@@ -152,7 +152,8 @@ def test_canary_replicas_round_up() -> None:
 
 
 def test_empty_steps_go_straight_to_promotion() -> None:
-    for steps in ([], None):
+    options: list[list[Any] | None] = [[], None]
+    for steps in options:
         data = copy.deepcopy(seed())
         canary = data["spec"]["strategy"]["canary"]
         if steps is None:
