@@ -145,14 +145,16 @@ async def trial(
         conn = await connect(settings.nats_url, name="bench")  # declares the streams and buckets
         kv = await conn.js.key_value(subjects.TEMPLATES_BUCKET)
         await kv.put(subjects.template_key(NS, "bench"), msgspec.json.encode(template(metric_port, count)))
-        cmd = service_command("analyzer", settings) + ["--concurrency", str(concurrency)]
+        cmd = [*service_command("analyzer", settings), "--concurrency", str(concurrency)]
         log_dir = settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
+
+        def spawn(i: int) -> subprocess.Popen[bytes]:
+            with open(log_dir / f"analyzer-{i + 1}.log", "ab") as out:
+                return subprocess.Popen(cmd, env=service_env(settings), stdout=out, stderr=subprocess.STDOUT)
+
         for i in range(processes):
-            out = open(log_dir / f"analyzer-{i + 1}.log", "ab")
-            analyzers.append(
-                subprocess.Popen(cmd, env=service_env(settings), stdout=out, stderr=subprocess.STDOUT)
-            )
+            analyzers.append(await asyncio.to_thread(spawn, i))
         # Ready when every process has a pull request waiting on the shared consumer.
         deadline = time.monotonic() + 30
         while True:
@@ -193,7 +195,10 @@ async def trial(
         t0 = time.perf_counter()
         for i in range(runs):
             start = AnalysisStart(
-                namespace=NS, name=f"r{i}", run_id=f"bench-{uuid.uuid4().hex[:12]}", templates=(TemplateRef("bench"),)
+                namespace=NS,
+                name=f"r{i}",
+                run_id=f"bench-{uuid.uuid4().hex[:12]}",
+                templates=(TemplateRef("bench"),),
             )
             await conn.js.publish(
                 subjects.analysis_work("start", NS, f"r{i}"),
@@ -254,7 +259,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     tmp=Path(tmp),
                     delay_s=args.delay,
                 )
-                print(f"  {n} analyzer process(es): {r['per_second']:.0f} measurements/s  {json.dumps(r)}", file=sys.stderr)
+                print(
+                    f"  {n} analyzer process(es): {r['per_second']:.0f} measurements/s  {json.dumps(r)}",
+                    file=sys.stderr,
+                )
                 results.append(r)
     finally:
         for s in servers:
@@ -277,7 +285,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=200)

@@ -95,7 +95,9 @@ def rollout(name: str, version: int, pause: str) -> bytes:
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
-                    "containers": [{"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}]
+                    "containers": [
+                        {"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}
+                    ]
                 },
             },
             "strategy": {"canary": {"steps": steps(pause)}},
@@ -121,13 +123,29 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
         return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 class Watch:
@@ -192,7 +210,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     n = args.rollouts
     names = [f"r{i:05d}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="rollouts-scale-") as tmp:
-        settings = Settings(nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=Path(tmp), admin_port=free_port())
+        settings = Settings(
+            nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=Path(tmp), admin_port=free_port()
+        )
         stack = Stack(settings, embedded_nats=True, platform="noop", log_dir=Path(tmp) / "logs")
         await asyncio.to_thread(stack.start)
         profiler: subprocess.Popen[bytes] | None = None
@@ -240,6 +260,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     profiler = start_profiler(planner_pid, Path(args.profile))
                 total0, counts0 = watch.snapshot()
                 cpu0 = {name: cpu_seconds(pid) for name, pid in procs.items()}
+                planner0 = cpu_times(planner_pid)
+                machine0 = machine_busy_seconds()
                 t0 = time.perf_counter()
                 # The first one as a request, so that a rejected document fails the bench at once.
                 async with Client(settings.nats_url) as client:
@@ -249,7 +271,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if not reply.ok:
                     raise SystemExit(f"apply rejected: {reply.error}")
                 for i, name in enumerate(names[1:], 1):
-                    await nc.publish(subjects.command(NAMESPACE, name, "apply"), rollout(name, version, args.pause))
+                    await nc.publish(
+                        subjects.command(NAMESPACE, name, "apply"), rollout(name, version, args.pause)
+                    )
                     if i % 1000 == 999:
                         await nc.flush()
                 await nc.flush()
@@ -269,6 +293,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 transitions = sum(counts[t] for t in TRANSITION_EVENTS)
                 busy = t1 - t0
                 cpu = {name: round(cpu_seconds(pid) - cpu0[name], 1) for name, pid in procs.items()}
+                planner1 = cpu_times(planner_pid)
+                # CPU used by processes that are not the bench's (other work on a shared machine).
+                cpu["others"] = round(machine_busy_seconds() - machine0 - sum(cpu.values()), 1)
                 return {
                     "finished": finished,
                     "healthy": len(watch.healthy[version]),
@@ -281,6 +308,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "rollouts_per_s": round(len(watch.healthy[version]) / busy, 1),
                     "event_types": dict(sorted(counts.items())),
                     "cpu_s": cpu,
+                    "planner_cpu_user_sys_s": [
+                        round(planner1[0] - planner0[0], 1),
+                        round(planner1[1] - planner0[1], 1),
+                    ],
                 }
 
             result["v1"] = await phase(1)
@@ -299,8 +330,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None:
                 stop_profiler(profiler)
             await asyncio.to_thread(stack.stop)
-        if args.profile and Path(args.profile).exists():
-            result["profile"] = {"raw": args.profile, **summarize_profile(Path(args.profile))}
     return result
 
 
@@ -319,7 +348,19 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
         print("py-spy not found: no profile (.venv/bin/pip install py-spy)", file=sys.stderr)
         return None
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(out)],
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -338,7 +379,9 @@ def stop_profiler(p: subprocess.Popen[bytes]) -> None:
 def human(result: dict[str, Any]) -> str:
     v2 = result.get("v2")
     if not v2:
-        return f"planner_scale: version 1 did not finish: {result['v1']['healthy']}/{result['rollouts']} healthy"
+        return (
+            f"planner_scale: version 1 did not finish: {result['v1']['healthy']}/{result['rollouts']} healthy"
+        )
     ok = "" if v2["finished"] else f" (TIMED OUT: {v2['healthy']}/{result['rollouts']} healthy)"
     return (
         f"{result['rollouts']} rollouts, 6-step canary: all Healthy on revision 2 in {v2['wall_s']:.1f} s{ok}; "
@@ -350,7 +393,9 @@ def human(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rollouts", type=int, default=10_000)
     parser.add_argument("--pause", default="1s", help="duration of the pause step (0s: skipped at once)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each version may take")
@@ -359,6 +404,8 @@ if __name__ == "__main__":
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args()
     res = asyncio.run(main(args))
+    if args.profile and Path(args.profile).exists():
+        res["profile"] = {"raw": args.profile, **summarize_profile(Path(args.profile))}
     print(json.dumps(res))
     print(human(res), file=sys.stderr)
     sys.exit(0 if res.get("v2", {}).get("finished") else 1)

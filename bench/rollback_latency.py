@@ -193,12 +193,14 @@ async def main(repeats: int, interval: str, platform: str) -> dict[str, Any]:
                     applied = time.time()
                     await apply(rollout(i + 2, app_port))
                     # The new run's first good measurement (the aborted run's are long gone).
-                    ok = await until_taken(lambda m: m.phase == "Successful" and m.started_at > applied)
+                    ok = await until_taken(lambda m, t=applied: m.phase == "Successful" and m.started_at > t)
                     # Start failing at a random point of the measurement interval.
                     await asyncio.sleep(random.uniform(0, interval_s))
                     metric.failing = True
                     flipped = time.time()
-                    failed = await until_taken(lambda m, run=ok.run_id: m.run_id == run and m.phase == "Failed")
+                    failed = await until_taken(
+                        lambda m, run=ok.run_id: m.run_id == run and m.phase == "Failed"
+                    )
                     await until_event(lambda e: e.type == "RolloutAborted")
                     confirmed, _ = await until_event(
                         lambda e: e.type == "WeightConfirmed" and e.actual_weight == 0
@@ -235,7 +237,9 @@ async def main(repeats: int, interval: str, platform: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--interval", default="100ms", help="the metric's measurement interval (Go duration)")
     parser.add_argument("--platform", choices=("noop", "local"), default="noop")

@@ -22,6 +22,7 @@ import aiohttp
 
 from services.cli.client import Client
 from services.cli.processes import Stack, wait_ready
+from services.cli.prometheus_process import PrometheusProcess
 from shared import subjects
 from shared.embedded_server import free_port
 from shared.messages import RolloutEvent
@@ -54,6 +55,43 @@ def analysis_template(admin_port: int) -> dict[str, Any]:
                         }
                     },
                 }
+            ],
+        },
+    }
+
+
+def prometheus_template(address: str) -> dict[str, Any]:
+    """The seed's analysis from Prometheus: 5xx rate under the threshold (in %) and p99 under 500 ms,
+    over the proxy's per-service metrics that Prometheus scrapes from the traffic-shifter."""
+    selector = 'service="{{args.service-name}}"'
+    errors = (
+        f'100 * sum(rate(rollouts_proxy_requests_total{{{selector},code_class="5xx"}}[10s]))'
+        f" / sum(rate(rollouts_proxy_requests_total{{{selector}}}[10s]))"
+    )
+    p99 = (
+        "histogram_quantile(0.99, sum by (le) "
+        f"(rate(rollouts_proxy_request_duration_seconds_bucket{{{selector}}}[10s])))"
+    )
+    common = {"interval": "2s", "count": 3, "failureLimit": 0}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "http-error-rate"},
+        "spec": {
+            "args": [{"name": "service-name"}, {"name": "error-threshold", "value": "1"}],
+            "metrics": [
+                {
+                    "name": "error-rate",
+                    **common,
+                    "successCondition": "len(result) > 0 && result[0] <= {{args.error-threshold}}",
+                    "provider": {"prometheus": {"address": address, "query": errors}},
+                },
+                {
+                    "name": "latency-p99",
+                    **common,
+                    "successCondition": "len(result) > 0 && (isNaN(result[0]) || result[0] < 0.5)",
+                    "provider": {"prometheus": {"address": address, "query": p99}},
+                },
             ],
         },
     }
@@ -167,7 +205,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) -> int:
+async def run_demo(
+    *, time_scale: float, replicas: int, state_dir: Path | None, use_prometheus: bool = True
+) -> int:
     started = time.monotonic()
     tmp = None
     if state_dir is None:
@@ -178,6 +218,13 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
         nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=state_dir, admin_port=free_port()
     )
     stack = Stack(settings, embedded_nats=True, log_dir=state_dir / "logs")
+    prometheus: PrometheusProcess | None = PrometheusProcess(
+        scrape_port=settings.admin_port,
+        data_dir=state_dir / "prometheus",
+        log_file=state_dir / "logs" / "prometheus.log",
+    )
+    if not use_prometheus or not prometheus.available:  # type: ignore[union-attr]
+        prometheus = None
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
@@ -194,10 +241,19 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
     shares: list[tuple[int, int, float, int]] = []  # revision, weight, share, requests
     try:
         async with Client(settings.nats_url) as client:
-            say(
-                "applying AnalysisTemplate http-error-rate (web provider on the traffic-shifter's per-service stats)"
-            )
-            await _apply(client, analysis_template(settings.admin_port))
+            if prometheus is not None:
+                await prometheus.start()
+                say(
+                    f"analysis provider: Prometheus at {prometheus.address} (a prometheus binary is on the PATH),"
+                    " scraping the traffic-shifter's /metrics every second"
+                )
+                await _apply(client, prometheus_template(prometheus.address))
+            else:
+                say(
+                    "analysis provider: web (no prometheus binary on the PATH), reading the traffic-shifter's"
+                    " per-service error percentage"
+                )
+                await _apply(client, analysis_template(settings.admin_port))
             say(
                 f"applying Rollout {NAME} version 1 ({replicas} replicas): the first version becomes stable directly"
             )
@@ -258,6 +314,8 @@ async def run_demo(*, time_scale: float, replicas: int, state_dir: Path | None) 
     finally:
         traffic.stop.set()
         say("stopping the services and nats-server")
+        if prometheus is not None:
+            prometheus.stop()
         await asyncio.to_thread(stack.stop)
         if tmp is not None:
             tmp.cleanup()

@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--replicas", type=int, default=10)
     demo.add_argument("--state-dir", type=Path, default=None)
+    demo.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="use the web provider even when prometheus is on the PATH",
+    )
     return p
 
 
@@ -176,7 +181,12 @@ async def _run(args: argparse.Namespace) -> int:
     if cmd == "demo":
         from services.cli.demo import run_demo
 
-        return await run_demo(time_scale=args.time_scale, replicas=args.replicas, state_dir=args.state_dir)
+        return await run_demo(
+            time_scale=args.time_scale,
+            replicas=args.replicas,
+            state_dir=args.state_dir,
+            use_prometheus=not args.no_prometheus,
+        )
     from services.cli.client import Client
 
     async with Client(args.nats) as client:

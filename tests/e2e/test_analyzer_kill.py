@@ -123,7 +123,9 @@ def worker_id(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"
 
 
-def slow_template(name: str, *, port: int, metrics: tuple[str, ...], count: int, interval: str) -> dict[str, Any]:
+def slow_template(
+    name: str, *, port: int, metrics: tuple[str, ...], count: int, interval: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
@@ -135,9 +137,7 @@ def slow_template(name: str, *, port: int, metrics: tuple[str, ...], count: int,
                     "interval": interval,
                     "count": count,
                     "successCondition": "result == 1",
-                    "provider": {
-                        "web": {"url": f"http://127.0.0.1:{port}/m/{m}", "jsonPath": "{$.value}"}
-                    },
+                    "provider": {"web": {"url": f"http://127.0.0.1:{port}/m/{m}", "jsonPath": "{$.value}"}},
                 }
                 for m in metrics
             ]
@@ -145,7 +145,7 @@ def slow_template(name: str, *, port: int, metrics: tuple[str, ...], count: int,
     }
 
 
-ANALYSIS_STEPS = [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "slow"}]}}]
+ANALYSIS_STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "slow"}]}}]
 
 
 class Taken:
@@ -241,9 +241,13 @@ async def test_sigkilled_analyzer_items_are_finished_by_the_others_exactly_once(
             chain = sorted((m for m in taken.items if m.metric == name), key=lambda m: m.index)
             redo = next(m for m in chain if m.started_at > killed_at)
             assert redo.worker != victim
-            assert redo.worker in {worker_id(p.pid) for n, p in h.stack.children.items() if n.startswith("analyzer")}
+            assert redo.worker in {
+                worker_id(p.pid) for n, p in h.stack.children.items() if n.startswith("analyzer")
+            }
             waited = redo.started_at - killed_at
-            print(f"{name}[{redo.index}] held by the killed {victim}, redone by {redo.worker} {waited:.2f}s later")
+            print(
+                f"{name}[{redo.index}] held by the killed {victim}, redone by {redo.worker} {waited:.2f}s later"
+            )
             # Redelivery comes ack_wait after the victim got the item, which was < ~0.4 s before the kill.
             assert waited > ACK_WAIT - 1.0, (
                 f"{name}[{redo.index}] redone {waited:.2f}s after the kill: too soon for a redelivery"
