@@ -174,6 +174,29 @@ class Watch:
         return self.total, collections.Counter(self.counts)
 
 
+async def until_done(watch: Watch, version: int, timeout: float, stall: float) -> str:
+    """done, timeout, or stalled (no event at all for `stall` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    watch.last_at = time.perf_counter()
+    while not watch.done[version].is_set():
+        if loop.time() > deadline:
+            return "timeout"
+        if time.perf_counter() - watch.last_at > stall:
+            return "stalled"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.done[version].wait(), timeout=1.0)
+    return "done"
+
+
+def log_count(path: Path, text: str) -> int:
+    try:
+        with open(path, errors="replace") as f:
+            return sum(text in line for line in f)
+    except OSError:
+        return 0
+
+
 def pids(stack: Stack) -> dict[str, int]:
     out = {name: p.pid for name, p in stack.children.items()}
     if stack.nats is not None and stack.nats.proc is not None:
@@ -278,11 +301,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         await nc.flush()
                 await nc.flush()
                 published = time.perf_counter() - t0
-                try:
-                    await asyncio.wait_for(watch.done[version].wait(), timeout=args.timeout)
-                    finished = True
-                except TimeoutError:
-                    finished = False
+                finished = await until_done(watch, version, args.timeout, args.stall)
                 t1 = time.perf_counter()
                 if version == 2 and profiler is not None:
                     stop_profiler(profiler)
@@ -297,7 +316,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 # CPU used by processes that are not the bench's (other work on a shared machine).
                 cpu["others"] = round(machine_busy_seconds() - machine0 - sum(cpu.values()), 1)
                 return {
-                    "finished": finished,
+                    "finished": finished == "done",
+                    "outcome": finished,
                     "healthy": len(watch.healthy[version]),
                     "publish_s": round(published, 3),
                     "wall_s": round(busy, 3),
@@ -325,6 +345,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["planner_peak_rss_mb"] = round(status.get("VmHWM", 0) / 1024, 1)
             result["planner_rss_end_mb"] = round(status.get("VmRSS", 0) / 1024, 1)
             result["state_bytes_per_rollout"] = await state_size(nc, names[0])
+            planner_log = Path(tmp) / "logs" / "planner.log"
+            result["planner_starts"] = await asyncio.to_thread(log_count, planner_log, "planner started with")
+            result["lease_losses"] = await asyncio.to_thread(log_count, planner_log, "lost the lease")
             await nc.close()
         finally:
             if profiler is not None:
@@ -382,13 +405,13 @@ def human(result: dict[str, Any]) -> str:
         return (
             f"planner_scale: version 1 did not finish: {result['v1']['healthy']}/{result['rollouts']} healthy"
         )
-    ok = "" if v2["finished"] else f" (TIMED OUT: {v2['healthy']}/{result['rollouts']} healthy)"
+    ok = "" if v2["finished"] else f" ({v2['outcome'].upper()}: {v2['healthy']}/{result['rollouts']} healthy)"
     return (
         f"{result['rollouts']} rollouts, 6-step canary: all Healthy on revision 2 in {v2['wall_s']:.1f} s{ok}; "
         f"{v2['transitions']} step transitions = {v2['transitions_per_s']:.0f}/s "
         f"({v2['events']} events = {v2['events_per_s']:.0f}/s); "
         f"v1 (create) {result['v1']['wall_s']:.1f} s; planner peak RSS {result['planner_peak_rss_mb']:.0f} MB "
-        f"(targets: >= 1000 transitions/s, < 300 MB at 10k)"
+        f"(targets: >= 1000 transitions/s, < 300 MB at 10k); planner lost its lease {result['lease_losses']} time(s)"
     )
 
 
@@ -399,6 +422,7 @@ if __name__ == "__main__":
     parser.add_argument("--rollouts", type=int, default=10_000)
     parser.add_argument("--pause", default="1s", help="duration of the pause step (0s: skipped at once)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each version may take")
+    parser.add_argument("--stall", type=float, default=90.0, help="give up after this long without events")
     parser.add_argument("--profile", default="", help="py-spy raw (collapsed stacks) output for version 2")
     parser.add_argument("--sample-every", type=float, default=2.0)
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")

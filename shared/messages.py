@@ -31,6 +31,10 @@ class TrafficDesired(_Msg, frozen=True):
     stable_service: str | None = None
     canary_service: str | None = None
     routing: dict[str, Any] | None = None  # the spec's trafficRouting, for router providers
+    # blue-green: the preview service's revision, served (local mode) on preview_port
+    preview_revision: str | None = None
+    preview_port: int | None = None
+    preview_service: str | None = None
 
 
 class ReplicaSetDesired(_Msg, frozen=True):

@@ -47,6 +47,12 @@ async def measure(metric: Metric, *, session: aiohttp.ClientSession, settings: A
         )
     if provider.prometheus is not None:
         return Measured(value=await _prometheus(metric, session))
+    if provider.plugin:
+        from services.analyzer.providers import judge  # lazy: judge imports Measured from here
+
+        config = judge.parse_judge_config(provider.plugin)
+        if config is not None:
+            return await judge.measure_judge(config, session, now=time.time())
     kinds = [f for f in msgspec.structs.asdict(provider) if getattr(provider, f) is not None]
     raise MeasurementError(f"metric {metric.name}: provider {', '.join(kinds)} is not supported yet")
 

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # A work item due within this many seconds is held by the worker that got it, not nak'ed.
 HOLD_SECONDS = 5.0
+# How long a worker with free slots lingers for more items once it got one (seconds).
+GREEDY_FETCH_SECONDS = 0.005
 
 
 def policy_of(metric: Metric, *, dry_run: bool) -> MetricPolicy:
@@ -118,24 +120,32 @@ class Analyzer:
         self.templates = await js.key_value(subjects.TEMPLATES_BUCKET)
         self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
         self.session = aiohttp.ClientSession()
+        config = ConsumerConfig(
+            durable_name=subjects.ANALYZER_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=100_000,
+        )
+        # Create or update: a changed ack wait reaches a consumer that already exists.
+        try:
+            await js.add_consumer(subjects.ANALYSIS_WORK_STREAM, config=config)
+        except Exception as e:
+            log.warning("could not update the analyzers consumer (keeping its settings): %r", e)
         sub = await js.pull_subscribe(
             subjects.ANALYSIS_WORK_WILDCARD,
             durable=subjects.ANALYZER_CONSUMER,
             stream=subjects.ANALYSIS_WORK_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=-1,
-                max_ack_pending=100_000,
-            ),
+            config=config,
         )
         log.info("analyzer started (concurrency %d)", self.concurrency)
         if ready is not None:
             ready.set()
         try:
             while not stop.is_set():
-                # One item per pull request: the server hands items to waiting workers in turn,
-                # and a request never holds items back while its worker is busy.
+                # Wait for one item (a lingering pull returns as soon as one is there), then take
+                # whatever else is already waiting, up to the free slots, without lingering: a pull
+                # never holds items back while this worker is busy, and workers share the queue.
                 await self.slots.acquire()
                 try:
                     msgs = await sub.fetch(1, timeout=1.0)
@@ -145,9 +155,16 @@ class Analyzer:
                 except BaseException:
                     self.slots.release()
                     raise
-                task = asyncio.create_task(self._guarded(msgs[0]))
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
+                free = self.slots._value
+                if free > 0:
+                    with contextlib.suppress(TimeoutError):
+                        msgs += await sub.fetch(free, timeout=GREEDY_FETCH_SECONDS)
+                for i, msg in enumerate(msgs):
+                    if i > 0:
+                        await self.slots.acquire()
+                    task = asyncio.create_task(self._guarded(msg))
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
         finally:
             # SIGTERM drains: finish what was taken, take nothing new.
             self.draining = True

@@ -263,16 +263,26 @@ def _read(filename: str) -> bytes:
 
 
 def _load(filename: str) -> list[Any]:
+    from services.analyzer.providers.judge import check_template
     from services.cli.client import CliError
     from services.planner.plan import compile_plan
     from services.planner.service import check_condition
-    from shared.specs import Rollout, SpecError, SpecErrors, load_documents
+    from shared.specs import (
+        AnalysisTemplate,
+        ClusterAnalysisTemplate,
+        Rollout,
+        SpecError,
+        SpecErrors,
+        load_documents,
+    )
 
     try:
         docs = load_documents(_read(filename), check_condition=check_condition)
         for d in docs:
             if isinstance(d, Rollout):
                 compile_plan(d)
+            elif isinstance(d, (AnalysisTemplate, ClusterAnalysisTemplate)):
+                check_template(d)
     except (SpecError, SpecErrors) as e:
         obj = getattr(e, "obj", None)
         raise CliError(f"{filename}: {obj + ': ' if obj else ''}{e}") from e
@@ -280,6 +290,7 @@ def _load(filename: str) -> list[Any]:
 
 
 def _lint(filename: str) -> int:
+    from services.analyzer.providers.judge import check_template
     from services.cli.client import CliError
     from services.planner.service import check_condition
     from shared.specs import (
@@ -293,6 +304,9 @@ def _lint(filename: str) -> int:
 
     try:
         docs = load_documents(_read(filename), check_condition=check_condition)
+        for d in docs:
+            if isinstance(d, (AnalysisTemplate, ClusterAnalysisTemplate)):
+                check_template(d)
     except (SpecError, SpecErrors) as e:
         obj = getattr(e, "obj", None)
         return _err(f"{filename}: {obj + ': ' if obj else ''}{e}")

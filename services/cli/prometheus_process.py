@@ -41,7 +41,7 @@ class PrometheusProcess:
             f"  static_configs: [{{targets: ['127.0.0.1:{self.scrape_port}']}}]\n"
         )
         log = self.log_file.open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 (spawning does not block; readiness is awaited below)
             [
                 self.binary,
                 f"--config.file={config}",

@@ -49,6 +49,7 @@ from services.planner.state import (
 from shared.messages import ArgValue, ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
 
 CANARY_PAUSE_STEP = "CanaryPauseStep"
+BLUE_GREEN_PAUSE = "BlueGreenPause"
 INCONCLUSIVE = "InconclusiveAnalysisRun"
 TERMINAL_ANALYSIS = {Phase.SUCCESSFUL.value, Phase.FAILED.value, Phase.ERROR.value, Phase.INCONCLUSIVE.value}
 
@@ -219,6 +220,7 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
     s.pause_until = None
     s.promote_full = False
     s.abort_scale_down_at = None
+    _reset_blue_green(s)
     s.templates = {**s.templates, new_hash: plan.template}
     if new_hash == s.stable_hash:
         # Going back to the stable revision skips every step (fast rollback).
@@ -277,6 +279,8 @@ def _promote(c: _Ctx, full: bool) -> str | None:
                 and s.analysis.step_index == s.step_index
                 and s.analysis.phase == Phase.INCONCLUSIVE.value
             )
+            if any(p.reason == BLUE_GREEN_PAUSE for p in s.pause_conditions):
+                s.bg_pause_done = True
             s.pause_conditions = ()
             s.pause_until = None
             if step_paused:
@@ -328,6 +332,7 @@ def _retry(c: _Ctx) -> str | None:
     s.set_weight = 0
     s.analysis = None
     s.background = None
+    _reset_blue_green(s)
     s.scale_downs = _without(s.scale_downs, s.current_hash)
     c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
     return None
@@ -361,7 +366,7 @@ def _traffic_applied(c: _Ctx, ev: TrafficApplied) -> str | None:
             c.emit("TrafficError", f"Traffic router could not apply weight {ev.canary_weight}: {ev.error}")
         return None
     s.traffic_confirmed = ev.generation
-    s.confirmed_canary = s.routed_canary if ev.canary_weight > 0 else None
+    s.confirmed_canary = s.routed_canary if ev.canary_weight > 0 else s.routed_preview
     s.confirmed_stable = s.routed_stable if ev.canary_weight < 100 else ""
     s.actual_weight = _share_of_current(s, s.routed_canary, ev.canary_weight)
     c.emit("WeightConfirmed", f"Traffic router confirmed weight {s.actual_weight}% on revision {s.revision}")
@@ -492,6 +497,8 @@ def _step_once(c: _Ctx) -> bool:
         return False
     if _background(c):
         return True
+    if s.plan.strategy == "blueGreen":
+        return _blue_green(c)
     if s.paused:
         return False
     if s.pause_conditions:
@@ -524,6 +531,124 @@ def _step_once(c: _Ctx) -> bool:
         case AnalysisStep():
             return _analysis_step(c, step)
     return False
+
+
+def _blue_green(c: _Ctx) -> bool:
+    """Blue-green: preview the new revision, pre-promotion analysis, pause (or auto-promote),
+    switch the active service, post-promotion analysis, then it becomes stable."""
+    s = c.s
+    p = s.plan
+    if s.paused or any(pc.reason == INCONCLUSIVE for pc in s.pause_conditions):
+        return False
+    if s.promote_full:
+        s.bg_pre_done = s.bg_pause_done = True
+    if not s.bg_promoting:
+        preview = p.preview_replica_count if p.preview_replica_count is not None else p.replicas
+        _scale(c, canary=preview)
+        if s.ready.get(s.current_hash, 0) < preview:
+            c.wait("replicas", f"waiting for {preview} preview replica(s) to be ready")
+            return False
+        _route(c, 0)
+        if s.traffic_confirmed < s.traffic_generation:
+            c.wait("traffic", "waiting for the preview service to point at the new revision")
+            return False
+        if p.pre_promotion is not None and not s.bg_pre_done:
+            phase = _promotion_analysis(c, p.pre_promotion, -2, "pre-promotion")
+            if phase is None:
+                return False
+            if phase != Phase.SUCCESSFUL.value:
+                return phase in (Phase.FAILED.value, Phase.ERROR.value)
+            s.bg_pre_done = True
+        if not s.bg_pause_done:
+            if s.pause_conditions:
+                ended = s.pause_until is not None and c.now >= s.pause_until
+                if not ended:
+                    return False
+                s.pause_conditions = ()
+                s.pause_until = None
+                s.bg_pause_done = True
+                c.emit("PauseEnded", "autoPromotionSeconds elapsed: promoting")
+            elif not p.auto_promotion_enabled or p.auto_promotion_seconds:
+                s.pause_conditions = (PauseCondition(reason=BLUE_GREEN_PAUSE, start_time=c.now),)
+                auto = p.auto_promotion_enabled and p.auto_promotion_seconds
+                s.pause_until = (
+                    c.now + p.auto_promotion_seconds if auto and p.auto_promotion_seconds else None
+                )
+                how = f"for {_fmt_seconds(p.auto_promotion_seconds)}" if auto else "until promoted"
+                c.emit("RolloutPaused", f"Preview of revision {s.revision} ready: paused {how}")
+                return False
+            else:
+                s.bg_pause_done = True
+        s.bg_promoting = True
+        c.emit("Promoting", f"Promoting revision {s.revision}: scaling it to {p.replicas} replica(s)")
+    _scale(c, canary=p.replicas)
+    if s.ready.get(s.current_hash, 0) < p.replicas:
+        c.wait("replicas", f"waiting for {p.replicas} replica(s) of revision {s.revision} to be ready")
+        return False
+    if s.bg_active != s.current_hash:
+        s.bg_active = s.current_hash
+        c.emit("ActiveSwitched", f"Active service {p.stable_service} switching to revision {s.revision}")
+    _route(c, 0)
+    if s.traffic_confirmed < s.traffic_generation:
+        c.wait("traffic", "waiting for the active service to point at the new revision")
+        return False
+    if p.post_promotion is not None and not s.promote_full:
+        phase = _promotion_analysis(c, p.post_promotion, -3, "post-promotion")
+        if phase is None:
+            return False
+        if phase != Phase.SUCCESSFUL.value:
+            return phase in (Phase.FAILED.value, Phase.ERROR.value)
+    s.bg_active = ""
+    return _complete(c)
+
+
+def _reset_blue_green(s: RolloutState) -> None:
+    s.bg_active = ""
+    s.bg_pre_done = s.bg_pause_done = s.bg_promoting = False
+
+
+def _promotion_analysis(c: _Ctx, spec: AnalysisStep, marker: int, what: str) -> str | None:
+    """Start (once) and follow a pre- or post-promotion run; its phase once terminal, else None.
+    Failed/Error abort the rollout; Inconclusive pauses it (InconclusiveAnalysisRun)."""
+    s = c.s
+    a = s.analysis
+    if a is None or a.step_index != marker:
+        s.analysis_counter += 1
+        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{what[:3]}{s.analysis_counter}"
+        s.analysis = AnalysisProgress(run_id=run_id, step_index=marker)
+        c.out.append(
+            StartAnalysis(
+                namespace=s.namespace,
+                name=s.name,
+                run_id=run_id,
+                templates=spec.templates,
+                args=tuple(_resolve_arg(s, a) for a in spec.args),
+                dry_run=spec.dry_run,
+                retention=spec.retention,
+                revision=s.revision,
+                step_index=None,
+            )
+        )
+        c.emit("AnalysisRunStarted", f"{what} analysis started", analysis_run=run_id)
+        c.wait("analysis", f"waiting for {what} analysis")
+        return None
+    if a.phase in (Phase.FAILED.value, Phase.ERROR.value):
+        s.bg_active = ""
+        _do_abort(c, f"{what} analysis run {a.run_id} {a.phase}" + (f": {a.message}" if a.message else ""))
+        return a.phase
+    if a.phase == Phase.INCONCLUSIVE.value:
+        if not a.acknowledged:
+            s.analysis = msgspec.structs.replace(a, acknowledged=True)
+            s.pause_conditions = (PauseCondition(reason=INCONCLUSIVE, start_time=c.now),)
+            c.emit(
+                "RolloutPaused", f"{what} analysis run {a.run_id} Inconclusive: paused until promote or abort"
+            )
+            return a.phase
+        return Phase.SUCCESSFUL.value  # promoted past the inconclusive run
+    if a.phase == Phase.SUCCESSFUL.value:
+        return a.phase
+    c.wait("analysis", f"waiting for {what} analysis")
+    return None
 
 
 def _background(c: _Ctx) -> bool:
@@ -642,6 +767,7 @@ def _complete(c: _Ctx) -> bool:
         c.wait("replicas", f"waiting for {replicas} updated replica(s) to be ready")
         return False
     old = s.stable_hash
+    _reset_blue_green(s)
     s.stable_hash = s.current_hash
     s.step_index = len(s.plan.steps)
     s.set_weight = 100
@@ -734,20 +860,37 @@ def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
 
 def _route(c: _Ctx, canary_weight: int) -> None:
     s = c.s
+    if s.plan.strategy == "blueGreen":
+        _route_bg(c, active=s.bg_active or s.stable_hash, preview=not s.abort)
+        return
     canary = s.current_hash if s.current_hash != s.stable_hash else None
     weight = canary_weight if canary else 0
+    _publish_route(c, stable=s.stable_hash, canary=canary, weight=weight, preview=None)
+
+
+def _route_bg(c: _Ctx, *, active: str, preview: bool) -> None:
+    """Blue-green: the active service on one revision; the preview service on the current one."""
+    s = c.s
+    previewed = s.current_hash if preview and s.current_hash != active else None
+    _publish_route(c, stable=active, canary=None, weight=0, preview=previewed)
+
+
+def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, preview: str | None) -> None:
+    s = c.s
     if (
         s.traffic_generation > 0
-        and s.routed_stable == s.stable_hash
+        and s.routed_stable == stable
         and s.routed_canary == canary
+        and s.routed_preview == preview
         and s.desired_canary_weight == weight
     ):
         if s.traffic_confirmed >= s.traffic_generation:
             s.actual_weight = _share_of_current(s, canary, weight)
         return
     s.traffic_generation += 1
-    s.routed_stable = s.stable_hash
+    s.routed_stable = stable
     s.routed_canary = canary
+    s.routed_preview = preview
     s.desired_canary_weight = weight
     plan = s.plan
     c.out.append(
@@ -756,13 +899,16 @@ def _route(c: _Ctx, canary_weight: int) -> None:
                 namespace=s.namespace,
                 name=s.name,
                 generation=s.traffic_generation,
-                stable_revision=s.stable_hash,
+                stable_revision=stable,
                 canary_revision=canary,
                 canary_weight=weight,
                 port=plan.port,
                 stable_service=plan.stable_service,
                 canary_service=plan.canary_service,
                 routing=plan.routing,
+                preview_revision=preview,
+                preview_port=plan.preview_port if preview else None,
+                preview_service=plan.preview_service if preview else None,
             )
         )
     )

@@ -25,19 +25,19 @@ def compile_plan(rollout: Rollout) -> Plan:
     spec = rollout.spec
     if spec.template is None:
         raise SpecError("spec.template", "required (workloadRef is not supported by the local platform yet)")
-    if spec.strategy.blue_green is not None:
-        raise SpecError(
-            "spec.strategy.blueGreen", "blue-green is not supported by this version of the planner yet"
-        )
     canary = spec.strategy.canary
+    bg = spec.strategy.blue_green
     template = msgspec.to_builtins(spec.template)
     containers = spec.template.spec.containers if spec.template.spec else []
     images = tuple(c.image for c in containers if c.image)
-    port = None
+    port = preview_port = None
     for c in containers[:1]:
-        for p in c.ports or []:
-            port = p.container_port
-            break
+        ports = [p.container_port for p in c.ports or []]
+        if ports:
+            # Local mode serves the active service on the first containerPort and the preview
+            # service on the second one, or on the first + 1 when only one is declared.
+            port = ports[0]
+            preview_port = ports[1] if len(ports) > 1 else ports[0] + 1
     steps: list[Step] = []
     routing: dict[str, Any] | None = None
     max_weight = 100
@@ -60,7 +60,7 @@ def compile_plan(rollout: Rollout) -> Plan:
         if canary.analysis is not None:
             background = _analysis(canary.analysis, "spec.strategy.canary.analysis")
             background_start = canary.analysis.starting_step or 0
-    return Plan(
+    fields: dict[str, Any] = dict(
         replicas=spec.replicas if spec.replicas is not None else 1,
         steps=tuple(steps),
         template=template,
@@ -80,6 +80,9 @@ def compile_plan(rollout: Rollout) -> Plan:
         progress_deadline_seconds=float(spec.progress_deadline_seconds or 600),
         progress_deadline_abort=bool(spec.progress_deadline_abort),
     )
+    if bg is not None:
+        fields.update(_blue_green(bg, preview_port))
+    return Plan(**fields)
 
 
 def _compile_step(i: int, step: Any) -> Step:
@@ -103,6 +106,31 @@ def _compile_step(i: int, step: Any) -> Step:
                 f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet"
             )
     raise SpecError(path, "step has no kind")
+
+
+def _blue_green(bg: Any, preview_port: int | None) -> dict[str, Any]:
+    path = "spec.strategy.blueGreen"
+    return {
+        "strategy": "blueGreen",
+        "stable_service": bg.active_service,
+        "preview_service": bg.preview_service,
+        "preview_port": preview_port if bg.preview_service else None,
+        "preview_replica_count": bg.preview_replica_count,
+        "auto_promotion_enabled": bg.auto_promotion_enabled is not False,
+        "auto_promotion_seconds": float(bg.auto_promotion_seconds) if bg.auto_promotion_seconds else None,
+        "pre_promotion": _analysis(bg.pre_promotion_analysis, f"{path}.prePromotionAnalysis")
+        if bg.pre_promotion_analysis
+        else None,
+        "post_promotion": _analysis(bg.post_promotion_analysis, f"{path}.postPromotionAnalysis")
+        if bg.post_promotion_analysis
+        else None,
+        "scale_down_delay_seconds": float(
+            bg.scale_down_delay_seconds if bg.scale_down_delay_seconds is not None else 30
+        ),
+        "abort_scale_down_delay_seconds": float(
+            bg.abort_scale_down_delay_seconds if bg.abort_scale_down_delay_seconds is not None else 30
+        ),
+    }
 
 
 def _analysis(a: Any, path: str) -> AnalysisStep:

@@ -282,6 +282,9 @@ class Planner:
         if doc_name != name:
             raise CommandError(f"metadata.name {doc_name!r} does not match the subject's name {name!r}")
         if isinstance(doc, (AnalysisTemplate, ClusterAnalysisTemplate)):
+            from services.analyzer.providers.judge import check_template
+
+            check_template(doc)
             scope = None if isinstance(doc, ClusterAnalysisTemplate) else namespace
             assert self.templates is not None
             await self.templates.put(subjects.template_key(scope, name), encoder.encode(to_builtins(doc)))

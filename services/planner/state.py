@@ -58,6 +58,15 @@ class Plan(_S, frozen=True):
     background: AnalysisStep | None = None  # strategy.canary.analysis
     progress_deadline_seconds: float = 600.0
     progress_deadline_abort: bool = False
+    # blue-green (strategy.blueGreen); stable_service plays the active service
+    strategy: str = "canary"  # "canary" | "blueGreen"
+    preview_service: str | None = None
+    preview_port: int | None = None
+    preview_replica_count: int | None = None
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: float | None = None
+    pre_promotion: AnalysisStep | None = None
+    post_promotion: AnalysisStep | None = None
     background_starting_step: int = 0
 
 
@@ -115,8 +124,13 @@ class RolloutState(_Mutable):
     desired_canary_weight: int = 0  # what the router was last told for the canary
     routed_stable: str = ""  # revisions the router was last told about
     routed_canary: str | None = None
+    routed_preview: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    bg_active: str = ""  # blue-green: the revision the active service points at ("" = the stable one)
+    bg_pre_done: bool = False  # blue-green: pre-promotion analysis passed
+    bg_pause_done: bool = False  # blue-green: the pause before promotion is over
+    bg_promoting: bool = False  # blue-green: promotion under way (new revision scaled to full size)
     waiting_since: float | None = None  # since when the rollout waits on replicas or traffic
     deadline_exceeded: bool = False
     last_error: str = ""  # the last error reported by a service, so a redelivery is not re-reported

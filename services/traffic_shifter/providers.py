@@ -11,6 +11,9 @@ from shared.messages import Endpoints, TrafficDesired
 log = logging.getLogger(__name__)
 
 
+PREVIEW_SUFFIX = "#preview"  # the blue-green preview listener's key: "<namespace>/<name>#preview"
+
+
 class NotReady(Exception):
     """The router cannot honour the weights yet (e.g. no endpoints for a revision); retried on change."""
 
@@ -59,15 +62,30 @@ class LocalProxyProvider:
             raise NotReady(f"no ready endpoints for the stable revision {desired.stable_revision}")
         if weight > 0 and canary is None:
             raise NotReady(f"no ready endpoints for the canary revision {desired.canary_revision}")
+        preview = _backend(desired.preview_revision, revisions)
+        if desired.preview_revision and (preview is None or desired.preview_port is None):
+            raise NotReady(
+                f"no ready endpoints (or port) for the preview revision {desired.preview_revision}"
+            )
+        proxy = await self._listener(key, desired.port)
+        proxy.set_backends(stable=stable, canary=canary, canary_weight=weight)
+        preview_key = f"{key}{PREVIEW_SUFFIX}"
+        if preview is not None and desired.preview_port is not None:
+            previewing = await self._listener(preview_key, desired.preview_port)
+            previewing.set_backends(stable=preview, canary=None, canary_weight=0)
+        elif preview_key in self.proxies:
+            await self.proxies.pop(preview_key).stop()
+
+    async def _listener(self, key: str, port: int) -> WeightedProxy:
         proxy = self.proxies.get(key)
-        if proxy is None or proxy.port != desired.port:
+        if proxy is None or proxy.port != port:
             if proxy is not None:
                 await proxy.stop()
-            proxy = WeightedProxy(host=self.host, port=desired.port, name=key)
+            proxy = WeightedProxy(host=self.host, port=port, name=key)
             await proxy.start()
             self.proxies[key] = proxy
             log.info("%s: serving on %s", key, proxy.url)
-        proxy.set_backends(stable=stable, canary=canary, canary_weight=weight)
+        return proxy
 
     def stats(self) -> dict[str, ProxyStats]:
         return {key: p.stats() for key, p in self.proxies.items()}

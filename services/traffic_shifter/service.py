@@ -16,7 +16,8 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from services.traffic_shifter.providers import NotReady, TrafficProvider
+from services.traffic_shifter.providers import PREVIEW_SUFFIX, NotReady, TrafficProvider
+from services.traffic_shifter.samples import SampleRecorder, samples_handler
 from shared import subjects
 from shared.jetstream import Connection
 from shared.messages import (
@@ -80,7 +81,11 @@ class TrafficShifter:
         if current is not None and current.generation > desired.generation:
             return
         self.desired[key] = desired
-        for service, role in ((desired.stable_service, "stable"), (desired.canary_service, "canary")):
+        for service, role in (
+            (desired.stable_service, "stable"),
+            (desired.canary_service, "canary"),
+            (desired.preview_service, "preview"),
+        ):
             if service:
                 self.services[service] = (key, role)
         await self._reconcile(key)
@@ -129,12 +134,14 @@ class TrafficShifter:
 
     # --- admin / metrics HTTP -------------------------------------------------------------------
 
-    def admin_app(self) -> web.Application:
+    def admin_app(self, samples: SampleRecorder | None = None) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/v1/rollouts", self._all_stats)
         app.router.add_get("/api/v1/services/{service}", self._service_stats)
         app.router.add_get("/metrics", self._metrics)
+        if samples is not None:
+            app.router.add_get("/api/v1/rollouts/{namespace}/{name}/samples", samples_handler(samples))
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -161,9 +168,13 @@ class TrafficShifter:
             )
         key, role = found
         desired = self.desired[key]
-        revision = desired.canary_revision if role == "canary" else desired.stable_revision
-        stats = self.provider.stats().get(key)
-        entry = stats.find(revision, role) if stats is not None and revision else None
+        revision = {"canary": desired.canary_revision, "preview": desired.preview_revision}.get(
+            role, desired.stable_revision
+        )
+        listener = f"{key}{PREVIEW_SUFFIX}" if role == "preview" else key
+        stats = self.provider.stats().get(listener)
+        proxy_role = "stable" if role == "preview" else role  # the preview listener routes it as its stable
+        entry = stats.find(revision, proxy_role) if stats is not None and revision else None
         requests = entry.requests if entry else 0
         errors = entry.errors5xx if entry else 0  # upstream failures are answered 502/504: counted
         body = {
@@ -192,15 +203,21 @@ async def run_traffic_shifter(
 ) -> None:
     shifter = TrafficShifter(conn, provider)
     await shifter.start()
-    runner = web.AppRunner(shifter.admin_app(), handle_signals=False)
+    samples = SampleRecorder()
+    runner = web.AppRunner(shifter.admin_app(samples), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, admin_host, admin_port, reuse_address=True)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else admin_port
     log.info("traffic-shifter admin on http://%s:%d", admin_host, bound)
     ready.set()
+    # Per-second traffic samples for the canary judge; a failing snapshot is logged, never fatal.
+    sampling = asyncio.create_task(samples.run(provider.stats, stop), name="traffic-samples")
     try:
         await stop.wait()
     finally:
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
         await runner.cleanup()
         await shifter.stop()

@@ -54,20 +54,47 @@ async def test_status_of_a_healthy_rollout_and_an_unknown_one(stack: Harness) ->
 
 
 async def test_watch_follows_the_steps_until_healthy(stack: Harness) -> None:
-    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {"duration": 1}}, {"setWeight": 100}]
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {"duration": 3}}, {"setWeight": 100}]
     port = await first_version(stack, "web", steps)
-    await stack.apply(rollout("web", version=2, port=port, steps=steps))
-    code, out, err = await asyncio.wait_for(
-        stack.cli("status", "web", "--watch", "--timeout", "30"), timeout=45
+    # spec.paused holds the update before step 1 until the watcher runs (a new Python process can be
+    # slow to start on a loaded machine), then `resume` lets it go through its steps.
+    v2 = rollout("web", version=2, port=port, steps=steps)
+    v2["spec"]["paused"] = True
+    await stack.apply(v2)
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "status",
+        "web",
+        "--watch",
+        "--timeout",
+        "30",
+        "--nats",
+        stack.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert code == 0, out + err + stack.logs()
+    try:
+        assert watch.stdout is not None
+        first = await asyncio.wait_for(watch.stdout.readline(), timeout=30)
+        assert first.decode().strip() == "Paused - manually paused"
+        reply = await stack.client.command("default", "web", "resume")
+        assert reply.ok, reply.error
+        rest, err = await asyncio.wait_for(watch.communicate(), timeout=45)
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+    out = first.decode() + rest.decode()
+    assert watch.returncode == 0, out + err.decode() + stack.logs()
     lines = out.splitlines()
-    assert lines[-1] == "Healthy"
-    assert "Paused - CanaryPauseStep" in lines, out  # the 1 s pause was seen on the way
+    assert "Paused - CanaryPauseStep" in lines, out  # the 3 s pause step, on the way
+    assert lines[-1] == "Healthy", out
     assert all(line.split(" - ")[0] in ("Progressing", "Paused", "Healthy") for line in lines), out
     assert all(a != b for a, b in itertools.pairwise(lines)), "each change printed once"
     st = await stack.status("web")
-    assert st["stableRevision"] == 2
+    assert st["stableRevision"] == 2 and st["currentStepIndex"] == len(steps)
 
 
 async def test_aborted_rollout_is_degraded(stack: Harness) -> None:
