@@ -43,8 +43,9 @@ async def test_set_image_and_undo(stack: Harness) -> None:
 
     code, out, err = await stack.cli("undo", "web")  # back to revision 1, the stable one: no steps
     assert code == 0, err
-    st = await stack.wait("web", lambda s: s["phase"] == "Healthy" and s["stableRevision"] == 1
-                          and s["actualWeight"] == 100)
+    st = await stack.wait(
+        "web", lambda s: s["phase"] == "Healthy" and s["stableRevision"] == 1 and s["actualWeight"] == 100
+    )
     assert await versions(port, 10) == {"1": 10}
 
     code, out, err = await stack.cli("undo", "web", "--to-revision", "2")

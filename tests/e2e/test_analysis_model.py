@@ -76,16 +76,38 @@ def analysis_steps(template_name: str) -> list[dict[str, Any]]:
     return [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": template_name}]}}]
 
 
-async def test_records_secrets_job_dry_run_and_retention(stack: Harness, metric_server: tuple[int, list[str]]) -> None:
+async def test_records_secrets_job_dry_run_and_retention(
+    stack: Harness, metric_server: tuple[int, list[str]]
+) -> None:
     port, seen = metric_server
     metrics = [
         {
-            **web_metric("authorized", port, "ok", headers=[{"key": "Authorization", "value": "Bearer {{args.token}}"}]),
+            **web_metric(
+                "authorized", port, "ok", headers=[{"key": "Authorization", "value": "Bearer {{args.token}}"}]
+            ),
             "interval": "0.05s",
             "count": 6,
         },
-        {"name": "smoke-job", "provider": {"job": {"spec": {"template": {"spec": {"containers": [
-            {"name": "t", "image": "busybox", "command": ["sh", "-c", "echo fine; exit 0"]}]}}}}}},
+        {
+            "name": "smoke-job",
+            "provider": {
+                "job": {
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "t",
+                                        "image": "busybox",
+                                        "command": ["sh", "-c", "echo fine; exit 0"],
+                                    }
+                                ]
+                            }
+                        }
+                    }
+                }
+            },
+        },
         {**web_metric("would-fail", port, "bad"), "count": 2, "interval": "0.05s"},
     ]
     await stack.apply(
@@ -101,7 +123,9 @@ async def test_records_secrets_job_dry_run_and_retention(stack: Harness, metric_
     await stack.apply(rollout("web", version=1, port=app, steps=analysis_steps("checks")))
     await stack.wait("web", lambda s: s["phase"] == "Healthy")
     await stack.apply(rollout("web", version=2, port=app, steps=analysis_steps("checks")))
-    st = await stack.wait("web", lambda s: s["phase"] in ("Healthy", "Degraded") and s["currentRevision"] == 2, timeout=60)
+    st = await stack.wait(
+        "web", lambda s: s["phase"] in ("Healthy", "Degraded") and s["currentRevision"] == 2, timeout=60
+    )
     assert st["phase"] == "Healthy" and st["stableRevision"] == 2  # the failing metric is dry-run only
     assert seen and all(h == f"Bearer {SECRET}" for h in seen)  # the secret reached the metric server
 
@@ -111,7 +135,9 @@ async def test_records_secrets_job_dry_run_and_retention(stack: Harness, metric_
     doc = json.loads(out)
     assert doc["kind"] == "AnalysisRun" and doc["status"]["phase"] == "Successful"
     results = {m["name"]: m for m in doc["status"]["metricResults"]}
-    assert results["authorized"]["count"] == 6 and len(results["authorized"]["measurements"]) == 3  # retention
+    assert (
+        results["authorized"]["count"] == 6 and len(results["authorized"]["measurements"]) == 3
+    )  # retention
     assert results["smoke-job"]["phase"] == "Successful"
     assert "exited with 0" in results["smoke-job"]["measurements"][0]["message"]
     assert results["would-fail"]["phase"] == "Failed" and results["would-fail"]["dryRun"] is True
@@ -122,17 +148,41 @@ async def test_records_secrets_job_dry_run_and_retention(stack: Harness, metric_
     assert code == 0 and "Metric would-fail (dry run): Failed" in out
 
     # The secret is nowhere: not in the run record, the rollout, its events, or any service log.
-    history = json.dumps([e.__struct_fields__ and {f: getattr(e, f) for f in e.__struct_fields__}
-                          for e in await stack.client.history("default", "web")])
+    history = json.dumps(
+        [
+            e.__struct_fields__ and {f: getattr(e, f) for f in e.__struct_fields__}
+            for e in await stack.client.history("default", "web")
+        ]
+    )
     _, rollout_json, _ = await stack.cli("get", "web", "-o", "json")
     for text in (out, json.dumps(doc), history, rollout_json, stack.logs()):
         assert SECRET not in text
 
 
-async def test_failing_job_aborts_and_inconclusive_pauses(stack: Harness, metric_server: tuple[int, list[str]]) -> None:
+async def test_failing_job_aborts_and_inconclusive_pauses(
+    stack: Harness, metric_server: tuple[int, list[str]]
+) -> None:
     port, _ = metric_server
-    failing_job = {"name": "job", "provider": {"job": {"spec": {"template": {"spec": {"containers": [
-        {"name": "t", "image": "busybox", "command": ["sh", "-c", "echo broken >&2; exit 3"]}]}}}}}}
+    failing_job = {
+        "name": "job",
+        "provider": {
+            "job": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "t",
+                                    "image": "busybox",
+                                    "command": ["sh", "-c", "echo broken >&2; exit 3"],
+                                }
+                            ]
+                        }
+                    }
+                }
+            }
+        },
+    }
     await stack.apply(template("failing", [failing_job]))
     inconclusive = {**web_metric("mid", port, "mid"), "failureCondition": "result > 4"}
     await stack.apply(template("unsure", [inconclusive]))

@@ -145,7 +145,10 @@ def slow_template(
     }
 
 
-ANALYSIS_STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "slow"}]}}]
+ANALYSIS_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 50},
+    {"analysis": {"templates": [{"templateName": "slow"}]}},
+]
 
 
 class Taken:

@@ -126,7 +126,9 @@ def test_auto_promotion_by_default() -> None:
 
 
 def test_failing_pre_promotion_analysis_aborts_with_active_unchanged() -> None:
-    w, old, new = started(autoPromotionEnabled=False, prePromotionAnalysis={"templates": [{"templateName": "t"}]})
+    w, old, new = started(
+        autoPromotionEnabled=False, prePromotionAnalysis={"templates": [{"templateName": "t"}]}
+    )
     assert w.runs and w.st.phase == "Progressing"
     w.verdict("Failed")
     assert w.st.abort and w.st.phase == "Degraded" and w.st.stable_hash == old
@@ -142,6 +144,8 @@ def test_failing_post_promotion_analysis_switches_back() -> None:
 
 
 def test_successful_pre_promotion_analysis_then_pause() -> None:
-    w, old, new = started(autoPromotionEnabled=False, prePromotionAnalysis={"templates": [{"templateName": "t"}]})
+    w, old, new = started(
+        autoPromotionEnabled=False, prePromotionAnalysis={"templates": [{"templateName": "t"}]}
+    )
     w.verdict("Successful")
     assert w.st.phase == "Paused" and w.st.pause_conditions[0].reason == "BlueGreenPause"

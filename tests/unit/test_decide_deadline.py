@@ -37,8 +37,9 @@ def test_deadline_exceeded_degrades_and_progress_clears_it() -> None:
 
 def test_deadline_abort() -> None:
     w = stuck_world()
-    w.s.plan = w.s.plan.__class__(**{**{f: getattr(w.s.plan, f) for f in w.s.plan.__struct_fields__},
-                                      "progress_deadline_abort": True})
+    w.s.plan = w.s.plan.__class__(
+        **{**{f: getattr(w.s.plan, f) for f in w.s.plan.__struct_fields__}, "progress_deadline_abort": True}
+    )
     w.tick(T0 + 601)
     assert w.s.abort and w.s.phase == "Degraded" and "ProgressDeadlineExceeded" in w.s.message
 
