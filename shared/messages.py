@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from shared.routes import HeaderRoute, MirrorRoute
+
 
 class _Msg(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", frozen=True):
     pass
@@ -35,6 +37,9 @@ class TrafficDesired(_Msg, frozen=True):
     preview_revision: str | None = None
     preview_port: int | None = None
     preview_service: str | None = None
+    # Argo's managed routes (setHeaderRoute / setMirrorRoute steps in effect), in managedRoutes order.
+    header_routes: tuple[HeaderRoute, ...] = ()
+    mirror_routes: tuple[MirrorRoute, ...] = ()
 
 
 class ReplicaSetDesired(_Msg, frozen=True):

@@ -24,6 +24,7 @@ from services.planner.state import (
     AnalysisStarted,
     AnalysisStep,
     Apply,
+    CanaryScaleStep,
     Command,
     Emit,
     Input,
@@ -230,14 +231,26 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
         s.set_weight = 100
         c.emit("RolloutRolledBack", f"Pod template is the stable revision {s.revision}: steps skipped")
         return None
+    window = sorted((r.number for r in s.revisions if r.number != s.revision), reverse=True)
+    recent = {r.hash for r in s.revisions if r.number in window[: plan.rollback_window]}
     s.current_hash = new_hash
     s.revision = max((r.number for r in s.revisions), default=0) + 1
     s.revisions = (*s.revisions, Revision(number=s.revision, hash=new_hash, images=plan.images))
     s.step_index = 0
     s.set_weight = 0
     s.actual_weight = 0
+    s.canary_scale = None
+    s.stable_scale = None
     _trim_history(s)
     images = ", ".join(plan.images) or new_hash
+    if new_hash in recent:
+        # rollbackWindow: going back to one of the last N revisions skips the steps, as Argo does.
+        s.promote_full = True
+        c.emit(
+            "RolloutRolledBack",
+            f"Revision {s.revision} ({images}) is within the rollback window: steps skipped",
+        )
+        return None
     c.emit(
         "RevisionStarted",
         f"Rollout updated to revision {s.revision} ({images}): starting step 1 of {len(plan.steps)}",
@@ -332,6 +345,8 @@ def _retry(c: _Ctx) -> str | None:
     s.set_weight = 0
     s.analysis = None
     s.background = None
+    s.canary_scale = None
+    s.stable_scale = None
     _reset_blue_green(s)
     s.scale_downs = _without(s.scale_downs, s.current_hash)
     c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
@@ -530,6 +545,8 @@ def _step_once(c: _Ctx) -> bool:
             return False
         case AnalysisStep():
             return _analysis_step(c, step)
+        case CanaryScaleStep():
+            return _canary_scale_step(c, step)
     return False
 
 
@@ -693,9 +710,25 @@ def _background(c: _Ctx) -> bool:
     return False
 
 
+def _canary_replicas(s: RolloutState, weight: int) -> int:
+    """Argo: ceil(replicas × weight / 100), unless a setCanaryScale is in force; at least
+    minPodsPerReplicaSet while the canary has any."""
+    scale = s.canary_scale
+    if scale is not None and scale.replicas is not None:
+        need = scale.replicas
+    else:
+        w = scale.weight if scale is not None and scale.weight is not None else weight
+        need = math.ceil(s.plan.replicas * w / 100)
+    return max(need, s.plan.min_pods_per_replica_set) if need > 0 else 0
+
+
 def _set_weight_step(c: _Ctx, weight: int) -> bool:
     s = c.s
-    need = math.ceil(s.plan.replicas * weight / 100)
+    need = _canary_replicas(s, weight)
+    if s.plan.dynamic_stable_scale and weight < s.set_weight:
+        # Traffic comes back to the stable: grow it first.
+        if not _stable_sized(c, weight):
+            return False
     _scale(c, canary=max(need, 0))
     if s.ready.get(s.current_hash, 0) < need:
         c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
@@ -707,8 +740,36 @@ def _set_weight_step(c: _Ctx, weight: int) -> bool:
     if s.traffic_confirmed < s.traffic_generation:
         c.wait("traffic", f"waiting for the traffic router to apply weight {weight}")
         return False
+    if s.plan.dynamic_stable_scale and not _stable_sized(c, weight):
+        return False  # traffic moved to the canary: the stable shrinks to its share afterwards
     s.step_index += 1
     c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
+    return True
+
+
+def _stable_sized(c: _Ctx, weight: int) -> bool:
+    """dynamicStableScale: the stable sized to its share of the traffic (and ready when growing)."""
+    s = c.s
+    want = max(math.ceil(s.plan.replicas * (100 - weight) / 100), s.plan.min_pods_per_replica_set)
+    if s.stable_scale != want:
+        s.stable_scale = want if want < s.plan.replicas else None
+        _scale(c, canary=None)
+    if s.ready.get(s.stable_hash, 0) < want:
+        c.wait("replicas", f"waiting for {want} stable replica(s) to be ready")
+        return False
+    return True
+
+
+def _canary_scale_step(c: _Ctx, step: CanaryScaleStep) -> bool:
+    s = c.s
+    s.canary_scale = step if (step.replicas is not None or step.weight is not None) else None
+    need = _canary_replicas(s, s.set_weight)
+    _scale(c, canary=need)
+    if s.ready.get(s.current_hash, 0) < need:
+        c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
+        return False
+    s.step_index += 1
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: canary scaled to {need}")
     return True
 
 
@@ -768,6 +829,8 @@ def _complete(c: _Ctx) -> bool:
         return False
     old = s.stable_hash
     _reset_blue_green(s)
+    s.stable_scale = None
+    s.canary_scale = None
     s.stable_hash = s.current_hash
     s.step_index = len(s.plan.steps)
     s.set_weight = 100
@@ -800,6 +863,13 @@ def _steady(c: _Ctx) -> None:
 def _aborted(c: _Ctx) -> None:
     s = c.s
     s.set_weight = 0
+    if s.stable_scale is not None:
+        # dynamicStableScale: the stable grows back to full size before it gets the traffic back.
+        s.stable_scale = None
+        _scale(c, canary=None)
+    if s.plan.dynamic_stable_scale and s.ready.get(s.stable_hash, 0) < s.plan.replicas:
+        c.wait("replicas", f"waiting for {s.plan.replicas} stable replica(s) before moving traffic back")
+        return
     _route(c, 0)
     if s.traffic_confirmed >= s.traffic_generation and s.abort_scale_down_at is None:
         delay = s.plan.abort_scale_down_delay_seconds
@@ -824,7 +894,10 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
     s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
     keep = {p.revision for p in s.scale_downs} | {s.confirmed_canary or "", s.confirmed_stable}
     replicas: dict[str, int] = {h: n for h, n in s.replicas.items() if h in keep}
-    replicas[s.stable_hash] = s.plan.replicas
+    stable = s.plan.replicas
+    if s.stable_scale is not None and s.current_hash != s.stable_hash and not s.abort:
+        stable = s.stable_scale
+    replicas[s.stable_hash] = stable
     if s.current_hash != s.stable_hash:
         if canary is None:
             aborted_and_due = s.abort and s.current_hash in due

@@ -7,12 +7,12 @@ from typing import Any
 
 import msgspec
 
-from services.planner.state import AnalysisStep, PauseStep, Plan, SetWeightStep, Step
+from services.planner.state import AnalysisStep, CanaryScaleStep, PauseStep, Plan, SetWeightStep, Step
 from shared.durations import parse_pause_duration
 from shared.messages import ArgValue, TemplateRef
 from shared.specs import Rollout, SpecError
 
-UNSUPPORTED_STEPS = ("experiment", "set_canary_scale", "set_header_route", "set_mirror_route", "plugin")
+UNSUPPORTED_STEPS = ("experiment", "set_header_route", "set_mirror_route", "plugin")
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -79,6 +79,9 @@ def compile_plan(rollout: Rollout) -> Plan:
         background_starting_step=background_start,
         progress_deadline_seconds=float(spec.progress_deadline_seconds or 600),
         progress_deadline_abort=bool(spec.progress_deadline_abort),
+        min_pods_per_replica_set=(canary.min_pods_per_replica_set or 1) if canary else 1,
+        dynamic_stable_scale=bool(canary.dynamic_stable_scale) if canary else False,
+        rollback_window=(spec.rollback_window.revisions or 0) if spec.rollback_window else 0,
     )
     if bg is not None:
         fields.update(_blue_green(bg, preview_port))
@@ -99,6 +102,11 @@ def _compile_step(i: int, step: Any) -> Step:
             raise SpecError(f"{path}.pause.duration", str(e)) from e
     if step.analysis is not None:
         return _analysis(step.analysis, f"{path}.analysis")
+    if step.set_canary_scale is not None:
+        scale = step.set_canary_scale
+        if scale.match_traffic_weight:
+            return CanaryScaleStep()
+        return CanaryScaleStep(replicas=scale.replicas, weight=scale.weight)
     for kind in UNSUPPORTED_STEPS:
         if getattr(step, kind, None) is not None:
             camel = kind.split("_")[0] + "".join(w.title() for w in kind.split("_")[1:])

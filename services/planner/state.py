@@ -35,7 +35,15 @@ class AnalysisStep(_S, frozen=True, tag="analysis", tag_field="kind"):
     retention: dict[str, int] = {}
 
 
-Step = SetWeightStep | PauseStep | AnalysisStep
+class CanaryScaleStep(_S, frozen=True, tag="setCanaryScale", tag_field="kind"):
+    """setCanaryScale: a fixed replica count, a weight's worth of replicas, or (both None) back to
+    matching the traffic weight."""
+
+    replicas: int | None = None
+    weight: int | None = None
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep | CanaryScaleStep
 
 
 class Plan(_S, frozen=True):
@@ -56,6 +64,9 @@ class Plan(_S, frozen=True):
     abort_scale_down_delay_seconds: float = 30.0  # 0 = never scale the aborted canary down
     revision_history_limit: int = 10
     background: AnalysisStep | None = None  # strategy.canary.analysis
+    min_pods_per_replica_set: int = 1
+    dynamic_stable_scale: bool = False
+    rollback_window: int = 0  # revisions back within which a rollback skips the steps
     progress_deadline_seconds: float = 600.0
     progress_deadline_abort: bool = False
     # blue-green (strategy.blueGreen); stable_service plays the active service
@@ -127,6 +138,8 @@ class RolloutState(_Mutable):
     routed_preview: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)
+    stable_scale: int | None = None  # dynamicStableScale: the stable's current size (None: full)
     bg_active: str = ""  # blue-green: the revision the active service points at ("" = the stable one)
     bg_pre_done: bool = False  # blue-green: pre-promotion analysis passed
     bg_pause_done: bool = False  # blue-green: the pause before promotion is over

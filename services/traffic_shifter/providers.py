@@ -62,13 +62,24 @@ class LocalProxyProvider:
             raise NotReady(f"no ready endpoints for the stable revision {desired.stable_revision}")
         if weight > 0 and canary is None:
             raise NotReady(f"no ready endpoints for the canary revision {desired.canary_revision}")
+        if (desired.header_routes or desired.mirror_routes) and desired.canary_revision and canary is None:
+            # Managed routes target the canary; confirming them before it can serve would be a lie.
+            raise NotReady(
+                f"no ready endpoints for the canary revision {desired.canary_revision} (managed routes)"
+            )
         preview = _backend(desired.preview_revision, revisions)
         if desired.preview_revision and (preview is None or desired.preview_port is None):
             raise NotReady(
                 f"no ready endpoints (or port) for the preview revision {desired.preview_revision}"
             )
         proxy = await self._listener(key, desired.port)
-        proxy.set_backends(stable=stable, canary=canary, canary_weight=weight)
+        proxy.set_backends(
+            stable=stable,
+            canary=canary,
+            canary_weight=weight,
+            header_routes=desired.header_routes,
+            mirror_routes=desired.mirror_routes,
+        )
         preview_key = f"{key}{PREVIEW_SUFFIX}"
         if preview is not None and desired.preview_port is not None:
             previewing = await self._listener(preview_key, desired.preview_port)

@@ -1,7 +1,12 @@
-"""Weighted HTTP reverse proxy splitting traffic between a stable and a canary revision."""
+"""Weighted HTTP reverse proxy splitting traffic between a stable and a canary revision.
+
+Argo's managed routes come first: a request matching a header route goes to the canary whatever the
+weight; a request matching a mirror route is also copied, in the background, to the canary.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import time
@@ -13,7 +18,9 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from services.traffic_shifter.matching import header_route_matches, mirror_matches
 from services.traffic_shifter.weighting import RoundRobin, SmoothWeightedChooser
+from shared.routes import HeaderRoute, MirrorRoute
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,14 @@ _CHUNK: Final = 64 * 1024
 
 REVISION_HEADER: Final = "X-Rollouts-Revision"
 ROLE_HEADER: Final = "X-Rollouts-Role"
+# Set on mirrored copies (value: the mirror route's name) so a canary can tell shadow traffic apart,
+# the way Envoy marks shadows by suffixing the Host with "-shadow".
+MIRROR_HEADER: Final = "X-Rollouts-Mirror"
+
+# A slow canary must not pile up unbounded background copies; beyond this many in flight, skip.
+_MAX_MIRRORS_IN_FLIGHT: Final = 256
+# Nobody waits for a mirror's answer, so give up on it well before a client would.
+_MIRROR_TIMEOUT: Final = aiohttp.ClientTimeout(total=30.0, connect=5.0)
 
 
 class Backend(msgspec.Struct, frozen=True):
@@ -65,6 +80,11 @@ class RevisionStats(msgspec.Struct, frozen=True):
     latency_sum: float
     # Non-cumulative counts per bucket of LATENCY_BOUNDS, plus a final overflow (+Inf) bucket.
     latency_buckets: tuple[int, ...]
+    # Mirror-route copies sent to this revision; kept out of every counter above so analysis sees
+    # only the traffic whose answers clients got.
+    mirrored: int = 0
+    mirror_errors: int = 0  # copies that got no answer (connect failure, timeout, broken response)
+    mirror_skipped: int = 0  # matching requests not copied: streamed body, or too many copies in flight
 
 
 class ProxyStats(msgspec.Struct, frozen=True):
@@ -86,7 +106,10 @@ class ProxyStats(msgspec.Struct, frozen=True):
 class _Counters:
     """Mutable per (revision, role) counters, updated in place on the hot path."""
 
-    __slots__ = ("buckets", "latency_sum", "requests", "revision", "role", "statuses", "upstream_errors")
+    __slots__ = (
+        "buckets", "latency_sum", "mirror_errors", "mirror_skipped", "mirrored", "requests", "revision",
+        "role", "statuses", "upstream_errors",
+    )  # fmt: skip
 
     def __init__(self, revision: str, role: str) -> None:
         self.revision = revision
@@ -96,6 +119,13 @@ class _Counters:
         self.upstream_errors = 0
         self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
         self.latency_sum = 0.0
+        self.mirrored = 0
+        self.mirror_errors = 0
+        self.mirror_skipped = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.requests or self.mirrored or self.mirror_skipped)
 
     def observe(self, status: int, elapsed: float) -> None:
         self.statuses[min(status // 100, 5)] += 1
@@ -118,6 +148,9 @@ class _Counters:
             latency_count=count,
             latency_sum=self.latency_sum,
             latency_buckets=tuple(self.buckets),
+            mirrored=self.mirrored,
+            mirror_errors=self.mirror_errors,
+            mirror_skipped=self.mirror_skipped,
         )
 
 
@@ -149,14 +182,42 @@ class _Group:
         self.rr = RoundRobin(backend.addresses)
 
 
+class _Mirror:
+    """A mirror route plus its deterministic sampler: exactly ``percentage``% of matches, interleaved."""
+
+    __slots__ = ("chooser", "route")
+
+    def __init__(self, route: MirrorRoute) -> None:
+        self.route = route
+        share = route.percentage
+        self.chooser = (
+            SmoothWeightedChooser({"mirror": share, "skip": 100 - share}) if 0 < share < 100 else None
+        )
+
+    def take(self) -> bool:
+        if self.chooser is None:
+            return self.route.percentage > 0
+        return self.chooser.choose() == "mirror"
+
+
 class _RoutingTable:
     """Immutable routing decision; replaced wholesale by set_backends so a request sees one version."""
 
-    __slots__ = ("canary_weight", "chooser", "groups", "single")
+    __slots__ = ("canary_weight", "chooser", "groups", "header_routes", "mirrors", "single")
 
-    def __init__(self, groups: dict[str, _Group], canary_weight: int) -> None:
+    def __init__(
+        self,
+        groups: dict[str, _Group],
+        canary_weight: int,
+        header_routes: tuple[HeaderRoute, ...] = (),
+        mirror_routes: tuple[MirrorRoute, ...] = (),
+    ) -> None:
         self.groups = groups
         self.canary_weight = canary_weight
+        # Both kinds of managed route target the canary, so without canary addresses they are inert.
+        has_canary = CANARY in groups
+        self.header_routes = header_routes if has_canary else ()
+        self.mirrors = tuple(_Mirror(r) for r in mirror_routes) if has_canary else ()
         self.single: _Group | None = None
         self.chooser: SmoothWeightedChooser | None = None
         weights = {STABLE: 100 - canary_weight, CANARY: canary_weight}
@@ -174,6 +235,20 @@ class _RoutingTable:
             return None
         return self.groups[self.chooser.choose()]
 
+    def header_routed(self, headers: CIMultiDictProxy[str]) -> _Group | None:
+        for route in self.header_routes:
+            if header_route_matches(route, headers):
+                return self.groups[CANARY]
+        return None
+
+    def mirror_for(self, request: web.BaseRequest) -> _Mirror | None:
+        """The first matching mirror route (as the first matching route wins in a mesh)."""
+        path = request.rel_url.raw_path
+        for mirror in self.mirrors:
+            if mirror_matches(mirror.route, request.method, path, request.headers):
+                return mirror
+        return None
+
 
 _EMPTY_TABLE: Final = _RoutingTable({}, 0)
 
@@ -190,6 +265,7 @@ class WeightedProxy:
         self._unrouted = 0
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._mirror_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -230,13 +306,30 @@ class WeightedProxy:
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
-        session, self._session = self._session, None
         if runner is not None:
             await runner.cleanup()
+        # Copies nobody waits for are dropped rather than delaying shutdown.
+        for task in list(self._mirror_tasks):
+            task.cancel()
+        await self.drain_mirrors()
+        session, self._session = self._session, None
         if session is not None:
             await session.close()
 
-    def set_backends(self, *, stable: Backend | None, canary: Backend | None, canary_weight: int) -> None:
+    async def drain_mirrors(self) -> None:
+        """Wait until every mirrored copy sent so far has been answered, failed or cancelled."""
+        while self._mirror_tasks:
+            await asyncio.gather(*self._mirror_tasks, return_exceptions=True)
+
+    def set_backends(
+        self,
+        *,
+        stable: Backend | None,
+        canary: Backend | None,
+        canary_weight: int,
+        header_routes: tuple[HeaderRoute, ...] = (),
+        mirror_routes: tuple[MirrorRoute, ...] = (),
+    ) -> None:
         if not 0 <= canary_weight <= 100:
             raise ValueError(f"canary_weight must be within 0..100, got {canary_weight}")
         groups: dict[str, _Group] = {}
@@ -254,13 +347,16 @@ class WeightedProxy:
             weight = 0
         elif STABLE not in groups:
             weight = 100
-        self._table = _RoutingTable(groups, weight)
+        table = _RoutingTable(groups, weight, tuple(header_routes), tuple(mirror_routes))
+        self._table = table
         log.info(
-            "proxy %s routing: stable=%s canary=%s canary_weight=%d",
+            "proxy %s routing: stable=%s canary=%s canary_weight=%d header_routes=%s mirror_routes=%s",
             self.name,
             _describe(groups.get(STABLE)),
             _describe(groups.get(CANARY)),
             weight,
+            ",".join(r.name for r in table.header_routes) or "-",
+            ",".join(f"{m.route.name}@{m.route.percentage}%" for m in table.mirrors) or "-",
         )
 
     def stats(self) -> ProxyStats:
@@ -273,11 +369,21 @@ class WeightedProxy:
             canary_revision=canary.backend.revision if canary else None,
             canary_weight=self.canary_weight,
             unrouted=self._unrouted,
-            revisions=[c.snapshot() for c in self._counters.values() if c.requests],
+            revisions=[c.snapshot() for c in self._counters.values() if c.active],
         )
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        group = self._table.pick()
+        table = self._table
+        mirror: _Mirror | None = None
+        # Managed routes before the weighted split; header-routed requests leave the split's
+        # sequence untouched and, already bound for the canary, are not copied to it again.
+        group = table.header_routed(request.headers) if table.header_routes else None
+        if group is None:
+            group = table.pick()
+            if table.mirrors:
+                matched = table.mirror_for(request)
+                if matched is not None and matched.take():
+                    mirror = matched
         if group is None:
             self._unrouted += 1
             return web.Response(status=503, text=f"proxy {self.name}: no backends available\n")
@@ -288,7 +394,7 @@ class WeightedProxy:
         started = time.perf_counter()
         address = group.rr.next()
         try:
-            response = await self._forward(session, request, group, address)
+            response = await self._forward(session, request, group, address, table, mirror)
         except _MidStreamError as exc:
             counters.upstream_errors += 1
             counters.observe(exc.status, time.perf_counter() - started)
@@ -311,7 +417,13 @@ class WeightedProxy:
         return response
 
     async def _forward(
-        self, session: aiohttp.ClientSession, request: web.BaseRequest, group: _Group, address: str
+        self,
+        session: aiohttp.ClientSession,
+        request: web.BaseRequest,
+        group: _Group,
+        address: str,
+        table: _RoutingTable,
+        mirror: _Mirror | None,
     ) -> web.StreamResponse:
         headers = _filter_headers(request.headers, _DROP_REQUEST)
         peer = request.remote
@@ -330,6 +442,9 @@ class WeightedProxy:
             else:
                 # Unknown or large bodies are streamed; the client re-frames them as chunked.
                 data = request.content
+
+        if mirror is not None:
+            self._send_mirror(session, request, table.groups[CANARY], mirror, headers, data)
 
         url = URL(f"http://{address}{request.raw_path}", encoded=True)
         async with session.request(
@@ -356,6 +471,59 @@ class WeightedProxy:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _MidStreamError(upstream.status) from exc
             return stream
+
+    def _send_mirror(
+        self,
+        session: aiohttp.ClientSession,
+        request: web.BaseRequest,
+        canary: _Group,
+        mirror: _Mirror,
+        headers: CIMultiDict[str],
+        data: bytes | aiohttp.StreamReader | None,
+    ) -> None:
+        counters = canary.counters
+        if isinstance(data, aiohttp.StreamReader):
+            # A streamed body can be read only once, and it belongs to the client's request.
+            counters.mirror_skipped += 1
+            log.debug("proxy %s: not mirroring %s %s: streamed body", self.name, request.method, request.path)
+            return
+        if len(self._mirror_tasks) >= _MAX_MIRRORS_IN_FLIGHT:
+            counters.mirror_skipped += 1
+            log.debug(
+                "proxy %s: not mirroring: %d copies already in flight", self.name, _MAX_MIRRORS_IN_FLIGHT
+            )
+            return
+        copy = CIMultiDict(headers)
+        copy[MIRROR_HEADER] = mirror.route.name
+        address = canary.rr.next()
+        url = URL(f"http://{address}{request.raw_path}", encoded=True)
+        counters.mirrored += 1
+        task = asyncio.get_running_loop().create_task(
+            self._mirror(session, counters, request.method, url, copy, data, mirror.route.name)
+        )
+        self._mirror_tasks.add(task)
+        task.add_done_callback(self._mirror_tasks.discard)
+
+    async def _mirror(
+        self,
+        session: aiohttp.ClientSession,
+        counters: _Counters,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        data: bytes | None,
+        route: str,
+    ) -> None:
+        try:
+            async with session.request(
+                method, url, headers=headers, data=data, allow_redirects=False, timeout=_MIRROR_TIMEOUT
+            ) as upstream:
+                # Drained, not kept: the answer is discarded but the connection stays reusable.
+                async for _ in upstream.content.iter_chunked(_CHUNK):
+                    pass
+        except Exception as exc:  # best effort by design: nothing about a copy may reach the client
+            counters.mirror_errors += 1
+            log.debug("proxy %s: mirror %s of %s %s failed: %r", self.name, route, method, url, exc)
 
 
 class _MidStreamError(ConnectionError):
@@ -390,6 +558,7 @@ def _describe(group: _Group | None) -> str:
 __all__ = [
     "CANARY",
     "LATENCY_BOUNDS",
+    "MIRROR_HEADER",
     "REVISION_HEADER",
     "ROLE_HEADER",
     "STABLE",

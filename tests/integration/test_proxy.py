@@ -1,20 +1,32 @@
-"""WeightedProxy against real aiohttp backends: weight accuracy, atomic switches, errors, forwarding, stats."""
+"""WeightedProxy against real aiohttp backends: weight accuracy, atomic switches, errors, forwarding, stats,
+and Argo's managed routes (header routes to the canary, mirrored copies counted at the backend)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from services.traffic_shifter.proxy import Backend, ProxyStats, WeightedProxy
+from services.traffic_shifter.proxy import MIRROR_HEADER, Backend, ProxyStats, WeightedProxy
 from services.traffic_shifter.weighting import RoundRobin, SmoothWeightedChooser
+from shared.routes import HeaderMatch, HeaderRoute, MirrorRoute, RouteMatch, StringMatch
+
+
+@dataclass
+class Call:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
 
 
 @dataclass
@@ -22,9 +34,28 @@ class App:
     name: str
     runner: web.AppRunner
     address: str
+    calls: list[Call] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_calls(self, n: int, *, timeout: float = 10.0) -> None:
+        """Until the backend has answered at least n requests (a deadline, not a sleep)."""
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: len(self.calls) >= n)
 
 
 async def _start_app(name: str) -> App:
+    calls: list[Call] = []
+    changed = asyncio.Condition()
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        body = await request.read()
+        response = await handler(request)
+        async with changed:
+            calls.append(Call(request.method, request.path_qs, dict(request.headers), body))
+            changed.notify_all()
+        return response
+
     async def root(request: web.Request) -> web.Response:
         return web.Response(text=name)
 
@@ -43,16 +74,17 @@ async def _start_app(name: str) -> App:
     async def fail(request: web.Request) -> web.Response:
         return web.Response(status=500, text="boom")
 
-    app = web.Application()
+    app = web.Application(middlewares=[record], client_max_size=4 * 1024 * 1024)
     app.router.add_get("/", root)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_route("*", "/api/{tail:.*}", root)
     app.router.add_get("/fail", fail)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    return App(name, runner, f"127.0.0.1:{port}")
+    return App(name, runner, f"127.0.0.1:{port}", calls, changed)
 
 
 @pytest.fixture
