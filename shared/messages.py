@@ -46,6 +46,7 @@ class ReplicaSetDesired(_Msg, frozen=True):
     revision: str
     replicas: int
     template: dict[str, Any]  # the PodTemplateSpec, as builtins
+    restart_at: float | None = None  # replicas created before this time are replaced, a few at a time
 
 
 class ScaleDesired(_Msg, frozen=True):

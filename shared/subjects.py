@@ -14,7 +14,7 @@ PREFIX = "rollouts"
 # --- public: commands (users, CLI, any NATS client) ---------------------------------------
 COMMANDS_STREAM = "ROLLOUTS_COMMANDS"
 COMMANDS_WILDCARD = f"{PREFIX}.cmd.>"
-COMMAND_VERBS = ("promote", "abort", "retry", "pause", "resume", "apply", "undo", "set-image")
+COMMAND_VERBS = ("promote", "abort", "retry", "pause", "resume", "apply", "undo", "set-image", "restart")
 
 # --- public: events (every state transition) ---------------------------------------------
 EVENTS_STREAM = "ROLLOUTS_EVENTS"

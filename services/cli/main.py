@@ -13,7 +13,7 @@ from typing import Any
 from shared import subjects
 from shared.settings import DEFAULT_NATS_URL, Settings
 
-VERBS = ("promote", "abort", "retry", "pause", "resume", "undo")
+VERBS = ("promote", "abort", "retry", "pause", "resume", "undo", "restart")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,6 +244,7 @@ def _past(verb: str) -> str:
     return {
         "promote": "promoted",
         "undo": "rolled back",
+        "restart": "restarting",
         "abort": "aborted",
         "retry": "retried",
         "pause": "paused",

@@ -36,6 +36,7 @@ from services.planner.state import (
     PublishScale,
     PublishTraffic,
     Reject,
+    Restart,
     Resume,
     Retry,
     Revision,
@@ -141,6 +142,8 @@ def decide(
             rejected = _analysis_errored(c, event)
         case Tick():
             rejected = None
+        case Restart():
+            rejected = _restart(c)
     if rejected is not None:
         return state, [Reject(message=rejected)]
     _progress(c)
@@ -350,6 +353,18 @@ def _retry(c: _Ctx) -> str | None:
     _reset_blue_green(s)
     s.scale_downs = _without(s.scale_downs, s.current_hash)
     c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
+    return None
+
+
+def _restart(c: _Ctx) -> str | None:
+    """Argo's restart: every replica created before now is replaced, a few at a time (the scaler)."""
+    s = c.s
+    s.restart_at = c.now
+    _publish_scale(c, dict(s.replicas), force=True)
+    c.emit(
+        "RolloutRestarted",
+        f"Restart requested: replicas created before {iso(c.now)} are replaced one at a time",
+    )
     return None
 
 
@@ -711,7 +726,7 @@ def _background(c: _Ctx) -> bool:
 
 
 def _canary_replicas(s: RolloutState, weight: int) -> int:
-    """Argo: ceil(replicas × weight / 100), unless a setCanaryScale is in force; at least
+    """Argo: ceil(replicas * weight / 100), unless a setCanaryScale is in force; at least
     minPodsPerReplicaSet while the canary has any."""
     scale = s.canary_scale
     if scale is not None and scale.replicas is not None:
@@ -912,16 +927,18 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
         c.emit("ScaledDown", f"Revision {_revision_of(s, h)} scaled down to 0")
 
 
-def _publish_scale(c: _Ctx, replicas: dict[str, int]) -> None:
+def _publish_scale(c: _Ctx, replicas: dict[str, int], *, force: bool = False) -> None:
     s = c.s
     replicas = {h: n for h, n in replicas.items() if n > 0}
-    if replicas == s.replicas and s.scale_generation > 0:
+    if replicas == s.replicas and s.scale_generation > 0 and not force:
         return
     s.replicas = replicas
     s.ready = {h: n for h, n in s.ready.items() if h in replicas}
     s.scale_generation += 1
     sets = tuple(
-        ReplicaSetDesired(revision=h, replicas=n, template=s.templates.get(h, s.plan.template))
+        ReplicaSetDesired(
+            revision=h, replicas=n, template=s.templates.get(h, s.plan.template), restart_at=s.restart_at
+        )
         for h, n in sorted(replicas.items())
     )
     c.out.append(

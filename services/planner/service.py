@@ -41,6 +41,7 @@ from services.planner.state import (
     PublishScale,
     PublishTraffic,
     Reject,
+    Restart,
     Resume,
     Retry,
     RolloutState,
@@ -263,6 +264,8 @@ class Planner:
                 event = Pause()
             case "resume":
                 event = Resume()
+            case "restart":
+                event = Restart()
             case _:
                 raise CommandError(f"verb {verb!r} is not supported")
         return await self.handle(namespace, name, event, now)

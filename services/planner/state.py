@@ -138,6 +138,7 @@ class RolloutState(_Mutable):
     routed_preview: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    restart_at: float | None = None  # `restart`: replicas created before this are replaced
     canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)
     stable_scale: int | None = None  # dynamicStableScale: the stable's current size (None: full)
     bg_active: str = ""  # blue-green: the revision the active service points at ("" = the stable one)
@@ -204,6 +205,10 @@ class Tick(_S, frozen=True, tag="tick", tag_field="type"):
     pass
 
 
+class Restart(_S, frozen=True, tag="restart", tag_field="type"):
+    pass
+
+
 class TrafficApplied(_S, frozen=True, tag="trafficApplied", tag_field="type"):
     generation: int
     canary_weight: int
@@ -246,6 +251,7 @@ Input = (
     | Pause
     | Resume
     | Tick
+    | Restart
     | TrafficApplied
     | ScaleReported
     | AnalysisStarted

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Final
@@ -216,6 +217,7 @@ class _Proc:
         self.ready = False
         self.stopping = False
         self.restarts = 0
+        self.created_at = time.time()  # `restart` replaces replicas created before a given time
         self.supervisor: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Replica:
@@ -232,12 +234,14 @@ class LocalProcessPlatform:
         log_dir: Path | None = None,
         on_change: OnChange | None = None,
         grace_period: float = 2.0,
+        drain_seconds: float = 1.0,
         restart_backoff: float = 0.5,
         max_restart_backoff: float = 30.0,
     ) -> None:
         self._log_dir = log_dir
         self._on_change = on_change
         self._grace = grace_period
+        self._drain = drain_seconds
         self._backoff = restart_backoff
         self._max_backoff = max_restart_backoff
         self._groups: dict[tuple[str, str], list[_Proc]] = {}
@@ -283,9 +287,7 @@ class LocalProcessPlatform:
                 # Newest first: the oldest replicas are the ones most likely warmed up.
                 victims = procs[replicas:][::-1]
                 del procs[replicas:]
-                await asyncio.gather(*(self._stop(p) for p in victims))
-                for _ in victims:
-                    await self._notify(key, revision)
+                await self._drain_then_stop(key, revision, victims)
             if not procs:
                 self._groups.pop(group_key, None)
             return [p.snapshot() for p in procs if p.ready]
@@ -313,6 +315,36 @@ class LocalProcessPlatform:
                 await self._stop(proc)
         if errors:
             raise errors[0]
+
+    async def restart(self, key: str, revision: str, template: ReplicaTemplate, *, before: float) -> int:
+        """Replace the replicas of (key, revision) created before `before`, one at a time: a new one
+        is started and ready before an old one stops, so capacity never drops. Returns how many."""
+        if self._closed:
+            raise RuntimeError("platform is stopped")
+        group_key = (key, revision)
+        lock = self._locks.setdefault(group_key, asyncio.Lock())
+        replaced = 0
+        async with lock:
+            procs = self._groups.get(group_key, [])
+            for old in [p for p in procs if p.created_at < before]:
+                await self._scale_up(key, revision, template, 1)
+                await self._notify(key, revision)  # the new one is in the endpoints first
+                with contextlib.suppress(ValueError):
+                    procs.remove(old)
+                await self._drain_then_stop(key, revision, [old])
+                replaced += 1
+        return replaced
+
+    async def _drain_then_stop(self, key: str, revision: str, victims: list[_Proc]) -> None:
+        """Out of the endpoints first, stopped `drain` seconds later: the proxy stops sending them
+        requests before they go away (as Kubernetes removes endpoints before SIGTERM)."""
+        for p in victims:
+            p.ready = False
+        await self._notify(key, revision)
+        if self._drain > 0 and any(p.process is not None for p in victims):
+            await asyncio.sleep(self._drain)
+        await asyncio.gather(*(self._stop(p) for p in victims))
+        await self._notify(key, revision)
 
     async def stop_all(self) -> None:
         """Stop every replica (SIGTERM, then SIGKILL after the grace period); the platform stays closed."""

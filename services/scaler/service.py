@@ -118,6 +118,8 @@ class LocalPlatform:
                     return
                 tmpl = replica_template(rs.template, readiness_timeout=self.readiness_timeout)
                 await self.processes.scale(key, rev, tmpl, rs.replicas)
+                if rs.restart_at is not None:
+                    await self.processes.restart(key, rev, tmpl, before=rs.restart_at)
             except (TemplateError, ReplicaStartError) as e:
                 errors.append(f"revision {rev}: {e}")
 

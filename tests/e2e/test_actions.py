@@ -4,6 +4,7 @@ the steps; `undo` goes back to an earlier revision (the stable one: steps skippe
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,3 +67,34 @@ async def test_set_image_and_undo(stack: Harness) -> None:
         await nc.close()
     reply = json.loads(msg.data)
     assert reply["ok"] is False and "imag" in reply["error"]
+
+
+async def pids(port: int, n: int) -> set[int]:
+    import aiohttp
+
+    seen: set[int] = set()
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            async with s.get(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200
+                seen.add(int((await r.json())["pid"]))
+    return seen
+
+
+async def test_restart_replaces_every_replica_without_dropping_requests(stack: Harness) -> None:
+    port = free_port()
+    await stack.apply(rollout("web", version=1, port=port, steps=STEPS, replicas=2))
+    await stack.wait("web", lambda s: s["phase"] == "Healthy")
+    before = await pids(port, 10)
+    assert len(before) == 2
+    code, out, err = await stack.cli("restart", "web")
+    assert code == 0 and "restarting" in out, err
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:  # every request keeps succeeding while replicas are replaced one at a time
+        now = await pids(port, 10)
+        if not now & before:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"still old replicas: {now & before}"
+    assert len(await pids(port, 10)) == 2
+    events = [e.type for e in await stack.client.history("default", "web")]
+    assert "RolloutRestarted" in events

@@ -305,3 +305,243 @@ async def test_stats_match_observed_traffic(
     # The snapshot must round-trip through JSON for publishing over NATS.
     decoded = msgspec.json.decode(msgspec.json.encode(stats), type=ProxyStats)
     assert decoded == stats
+
+
+# --- managed routes: setHeaderRoute / setMirrorRoute ---------------------------------------
+
+
+def _header_route(*matches: tuple[str, StringMatch], name: str = "set-header-1") -> HeaderRoute:
+    return HeaderRoute(name=name, match=tuple(HeaderMatch(header_name=n, header_value=v) for n, v in matches))
+
+
+async def _get(
+    client: aiohttp.ClientSession,
+    proxy: WeightedProxy,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+) -> str:
+    async with client.get(f"{proxy.url}{path}", headers=headers or {}) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("match", "hits", "misses"),
+    [
+        (StringMatch(exact="yes"), ["yes"], ["no", "Yes", "yess", "yes-no"]),
+        (StringMatch(prefix="beta"), ["beta", "beta-2"], ["alpha", "xbeta", "Beta"]),
+        (StringMatch(regex="v[0-9]+"), ["v1", "v42"], ["v", "v1a", "xv1"]),
+    ],
+    ids=["exact", "prefix", "regex"],
+)
+async def test_header_route_sends_matching_requests_to_canary_at_weight_zero(
+    match: StringMatch,
+    hits: list[str],
+    misses: list[str],
+    backends: tuple[App, App],
+    proxy: WeightedProxy,
+    client: aiohttp.ClientSession,
+) -> None:
+    stable, canary = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (canary.address,)),
+        canary_weight=0,
+        header_routes=(_header_route(("X-Canary", match)),),
+    )
+    seen: Counter[str] = Counter()
+    for _ in range(10):
+        for value in hits:
+            assert await _get(client, proxy, headers={"X-Canary": value}) == "canary-app"
+        for value in misses:
+            assert await _get(client, proxy, headers={"X-Canary": value}) == "stable-app"
+        seen[await _get(client, proxy)] += 1
+    assert seen == Counter({"stable-app": 10})
+    stats = proxy.stats()
+    assert stats.canary_weight == 0
+    v2 = stats.find("v2", "canary")
+    v1 = stats.find("v1", "stable")
+    assert v2 is not None and v1 is not None
+    # Header-routed requests are real client traffic: counted as the canary's requests.
+    assert v2.requests == v2.responses["2xx"] == 10 * len(hits)
+    assert v1.requests == 10 * (len(misses) + 1)
+    assert v2.mirrored == 0
+
+
+@pytest.mark.timeout(60)
+async def test_header_route_ands_matches_and_leaves_the_split_untouched(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, canary = backends
+    route = _header_route(
+        ("X-Canary", StringMatch(exact="yes")), ("User-Agent", StringMatch(prefix="Mozilla"))
+    )
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (canary.address,)),
+        canary_weight=50,
+        header_routes=(route,),
+    )
+    both = {"X-Canary": "yes", "User-Agent": "Mozilla/5.0"}
+    one = {"X-Canary": "yes", "User-Agent": "curl/8"}
+    split: Counter[str] = Counter()
+    for _ in range(100):
+        assert await _get(client, proxy, headers=both) == "canary-app"
+        split[await _get(client, proxy, headers=one)] += 1
+    # Header-routed requests do not advance the weighted chooser: the others split exactly 50/50.
+    assert split == Counter({"stable-app": 50, "canary-app": 50})
+
+
+@pytest.mark.timeout(60)
+async def test_header_route_without_canary_addresses_falls_back_to_the_split(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, _ = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", ()),
+        canary_weight=0,
+        header_routes=(_header_route(("X-Canary", StringMatch(exact="yes"))),),
+        mirror_routes=(MirrorRoute(name="all", match=(RouteMatch(),)),),
+    )
+    for _ in range(5):
+        assert await _get(client, proxy, headers={"X-Canary": "yes"}) == "stable-app"
+    await proxy.drain_mirrors()
+    assert proxy.stats().find("v2") is None
+
+
+@pytest.mark.timeout(60)
+async def test_mirror_route_copies_exactly_its_percentage_of_matching_requests(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, canary = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (canary.address,)),
+        canary_weight=0,
+        mirror_routes=(
+            MirrorRoute(
+                name="api-mirror", percentage=50, match=(RouteMatch(path=StringMatch(prefix="/api")),)
+            ),
+        ),
+    )
+    for i in range(100):
+        assert await _get(client, proxy, f"/api/items/{i}?page={i}") == "stable-app"
+        assert await _get(client, proxy, "/") == "stable-app"
+        assert await _get(client, proxy, f"/echo/api/{i}") != ""
+    # Counted at the canary backend itself, waiting on its own record of requests.
+    await canary.wait_calls(50)
+    await proxy.drain_mirrors()
+    assert len(canary.calls) == 50
+    mirrored = [c.path_qs for c in canary.calls]
+    assert all(p.startswith("/api/items/") for p in mirrored), mirrored
+    assert all(c.headers[MIRROR_HEADER] == "api-mirror" for c in canary.calls)
+    # The deterministic sampler interleaves: every other matching request is copied.
+    assert mirrored == [f"/api/items/{i}?page={i}" for i in range(0, 100, 2)]
+    assert len(stable.calls) == 300
+    stats = proxy.stats()
+    v2 = stats.find("v2", "canary")
+    v1 = stats.find("v1", "stable")
+    assert v1 is not None and v2 is not None
+    # Mirrors stay out of the canary's request, response and latency counters.
+    assert (v2.mirrored, v2.mirror_errors, v2.mirror_skipped) == (50, 0, 0)
+    assert (v2.requests, v2.latency_count, v2.errors5xx) == (0, 0, 0)
+    assert v1.requests == 300 and v1.mirrored == 0
+    decoded = msgspec.json.decode(msgspec.json.encode(stats), type=ProxyStats)
+    assert decoded == stats
+
+
+@pytest.mark.timeout(60)
+async def test_mirror_copies_method_path_headers_and_body(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, canary = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (canary.address,)),
+        canary_weight=0,
+        mirror_routes=(
+            MirrorRoute(
+                name="posts",
+                match=(
+                    RouteMatch(method=StringMatch(exact="GET"), path=StringMatch(exact="/never")),
+                    RouteMatch(
+                        method=StringMatch(exact="POST"), headers={"X-Team": StringMatch(regex="a|b")}
+                    ),
+                ),
+            ),
+        ),
+    )
+    async with client.post(
+        f"{proxy.url}/echo/orders?x=1",
+        data=b'{"id": 7}',
+        headers={"X-Team": "b", "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Backend"] == "stable-app"
+        assert (await resp.json())["body"] == '{"id": 7}'
+    async with client.post(f"{proxy.url}/echo/orders", data=b"no team") as resp:
+        assert resp.status == 200
+    await canary.wait_calls(1)
+    await proxy.drain_mirrors()
+    assert len(canary.calls) == 1
+    copy = canary.calls[0]
+    original = stable.calls[0]
+    assert (copy.method, copy.path_qs, copy.body) == ("POST", "/echo/orders?x=1", b'{"id": 7}')
+    assert copy.headers["X-Team"] == "b"
+    assert copy.headers["Content-Type"] == "application/json"
+    assert copy.headers["X-Forwarded-For"] == original.headers["X-Forwarded-For"]
+    assert copy.headers[MIRROR_HEADER] == "posts"
+    assert MIRROR_HEADER not in original.headers
+
+
+@pytest.mark.timeout(60)
+async def test_mirror_failures_and_streamed_bodies_never_reach_the_client(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, _ = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (f"127.0.0.1:{_closed_port()}",)),
+        canary_weight=0,
+        mirror_routes=(MirrorRoute(name="everything", match=(RouteMatch(),)),),
+    )
+    for _ in range(5):
+        assert await _get(client, proxy, "/api/x") == "stable-app"
+    # A body too large to buffer is streamed to the primary once, so it cannot also be copied.
+    async with client.put(f"{proxy.url}/echo/big", data=b"z" * (1024 * 1024)) as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["body"]) == 1024 * 1024
+    await proxy.drain_mirrors()
+    v2 = proxy.stats().find("v2", "canary")
+    assert v2 is not None
+    assert (v2.mirrored, v2.mirror_errors, v2.mirror_skipped, v2.requests) == (5, 5, 1, 0)
+
+
+@pytest.mark.timeout(60)
+async def test_header_route_wins_over_mirror_route(
+    backends: tuple[App, App], proxy: WeightedProxy, client: aiohttp.ClientSession
+) -> None:
+    stable, canary = backends
+    proxy.set_backends(
+        stable=Backend("v1", (stable.address,)),
+        canary=Backend("v2", (canary.address,)),
+        canary_weight=0,
+        header_routes=(_header_route(("X-Canary", StringMatch(exact="yes"))),),
+        mirror_routes=(MirrorRoute(name="everything", match=(RouteMatch(),)),),
+    )
+    assert await _get(client, proxy, "/api/a", headers={"X-Canary": "yes"}) == "canary-app"
+    assert await _get(client, proxy, "/api/b") == "stable-app"
+    await canary.wait_calls(2)
+    await proxy.drain_mirrors()
+    # One routed request and one mirror of the other; the routed one is not copied a second time.
+    assert [(c.path_qs, MIRROR_HEADER in c.headers) for c in canary.calls] == [
+        ("/api/a", False),
+        ("/api/b", True),
+    ]
+    # Clearing the routes takes effect on the next request.
+    _set(proxy, stable, canary, 0)
+    assert await _get(client, proxy, "/api/c", headers={"X-Canary": "yes"}) == "stable-app"
+    await proxy.drain_mirrors()
+    assert len(canary.calls) == 2

@@ -27,9 +27,15 @@ def run(steps: list[dict[str, Any]], **canary: Any) -> World:
 
 
 def test_set_canary_scale_replicas_weight_and_match() -> None:
-    steps = [{"setCanaryScale": {"replicas": 2}}, {"setWeight": 50}, {"pause": {}},
-             {"setCanaryScale": {"weight": 30}}, {"pause": {}},
-             {"setCanaryScale": {"matchTrafficWeight": True}}, {"pause": {}}]
+    steps = [
+        {"setCanaryScale": {"replicas": 2}},
+        {"setWeight": 50},
+        {"pause": {}},
+        {"setCanaryScale": {"weight": 30}},
+        {"pause": {}},
+        {"setCanaryScale": {"matchTrafficWeight": True}},
+        {"pause": {}},
+    ]
     w = run(steps)
     new = w.s.current_hash
     assert w.s.phase == "Paused" and sizes(w)[new] == 2 and w.s.actual_weight == 50  # 2 pods take 50%
@@ -64,7 +70,11 @@ def test_rollback_window_skips_steps_for_a_recent_revision() -> None:
     w.send(Promote())
     assert w.s.phase == "Healthy" and w.s.revision == 2
     doc_v1 = apply("my-app:1.0.0", steps=steps)
-    windowed = doc_v1.__class__(plan=doc_v1.plan.__class__(**{**{f: getattr(doc_v1.plan, f) for f in
-                                doc_v1.plan.__struct_fields__}, "rollback_window": 2}), spec=doc_v1.spec)
+    windowed = doc_v1.__class__(
+        plan=doc_v1.plan.__class__(
+            **{**{f: getattr(doc_v1.plan, f) for f in doc_v1.plan.__struct_fields__}, "rollback_window": 2}
+        ),
+        spec=doc_v1.spec,
+    )
     w.send(windowed)
     assert w.s.phase == "Healthy" and w.s.revision == 3 and w.s.step_index == len(steps)
