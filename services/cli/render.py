@@ -22,12 +22,15 @@ def rollout_view(s: RolloutState) -> str:
     ]
     if s.message:
         lines.append(f"Message:         {s.message}")
-    lines += [
-        "Strategy:        Canary",
-        f"  Step:          {min(s.step_index, steps)}/{steps}",
-        f"  SetWeight:     {s.set_weight}",
-        f"  ActualWeight:  {s.actual_weight}",
-    ]
+    if s.plan.strategy == "blueGreen":
+        lines.append("Strategy:        BlueGreen")
+    else:
+        lines += [
+            "Strategy:        Canary",
+            f"  Step:          {min(s.step_index, steps)}/{steps}",
+            f"  SetWeight:     {s.set_weight}",
+            f"  ActualWeight:  {s.actual_weight}",
+        ]
     images: list[str] = []
     for r in reversed(s.revisions):
         role = _role(s, r.hash)
@@ -61,6 +64,13 @@ def rollout_view(s: RolloutState) -> str:
 
 
 def _role(s: RolloutState, h: str) -> str:
+    if s.plan.strategy == "blueGreen":
+        active = s.bg_active or s.stable_hash
+        if h == active:
+            return "stable, active" if h == s.stable_hash else "active"
+        if h == s.current_hash:
+            return "preview"
+        return "stable" if h == s.stable_hash else ""
     if h == s.stable_hash:
         return "stable"
     if h == s.current_hash:
