@@ -11,7 +11,9 @@ whose canary walks a 6-step plan that needs no human promote:
     setWeight 10, pause {duration: <--pause>}, setWeight 25, setWeight 50, setWeight 75, setWeight 100
 
 Commands are plain publishes on rollouts.cmd.default.<name>.apply (the commands stream stores
-them; no request/reply) and progress is watched on a core subscription to rollouts.events.>.
+them; only the first of each version is a request, so that a rejected document fails at once)
+and progress is watched on a core subscription to rollouts.events.>. A rollout counts as done
+when a PhaseChanged event says Healthy on the version's revision.
 
 Reported (JSON on stdout, a human line on stderr):
 
@@ -21,7 +23,11 @@ Reported (JSON on stdout, a human line on stderr):
   Healthy on revision 2);
 * wall time until all N are Healthy on revision 2 (and the same for version 1);
 * the planner's peak RSS (VmHWM of the planner child process), and CPU seconds per process
-  during the busy period (which process is the bottleneck on a small machine).
+  during the busy period (which process is the bottleneck on a small machine); `others` is the
+  CPU the rest of the machine used meanwhile (on a shared machine the numbers are pessimistic);
+* how often the planner (re)started and lost its lease (from its log).
+
+A phase ends as done, timeout (--timeout) or stalled (no event at all for --stall seconds).
 
     .venv/bin/python bench/planner_scale.py [--rollouts 10000] [--pause 1s] [--timeout 900]
         [--profile /tmp/planner.raw]   # py-spy record of the planner during version 2

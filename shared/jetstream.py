@@ -23,7 +23,7 @@ from shared import subjects
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600.0
-LEASE_TTL = 3.0  # seconds; a standby planner takes over within about this long
+LEASE_TTL = 3.0  # seconds; a standby planner takes over within about this long (plus a renewal)
 
 
 def stream_configs() -> list[StreamConfig]:

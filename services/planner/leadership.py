@@ -48,8 +48,17 @@ class Lease:
         started = time.monotonic()
         try:
             self.revision = await self.kv.update(self.key, self.holder.encode(), last=self.revision)
-        except Exception as e:  # lost (someone else holds it) or NATS unreachable: stop acting
-            log.warning("planner %s lost the lease: %r", self.holder, e)
+        except Exception as e:
+            # A timed-out renewal may still have landed (the server was busy): read it back.
+            try:
+                entry = await self.kv.get(self.key)
+                if entry.value == self.holder.encode() and entry.revision:
+                    self.revision = entry.revision
+                    self.valid_until = started + self.ttl * 0.8
+                    return True
+            except Exception:
+                pass
+            log.warning("planner %s lost the lease: %r", self.holder, e)  # someone else holds it
             self.revision = None
             return False
         self.valid_until = started + self.ttl * 0.8

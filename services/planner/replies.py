@@ -24,6 +24,7 @@ class ReplyMatcher:
         self.seen_ttl = seen_ttl
         self.done_ttl = done_ttl
         self.clock = clock
+        self._purged_at = float("-inf")
         self.seen: dict[Key, deque[tuple[float, str | None]]] = {}
         self.done: dict[Key, deque[tuple[float, bytes]]] = {}
 
@@ -54,6 +55,10 @@ class ReplyMatcher:
         return None
 
     def _purge(self, now: float) -> None:
+        # At most once a second: a scan per call would make a burst of N commands cost N².
+        if now - self._purged_at < 1.0:
+            return
+        self._purged_at = now
         for table, ttl in ((self.seen, self.seen_ttl), (self.done, self.done_ttl)):
             for key in [k for k, q in table.items() if q and now - q[0][0] > ttl]:
                 q = table[key]

@@ -1,8 +1,9 @@
 """Pure request matching for Argo's managed routes: setHeaderRoute (AND) and setMirrorRoute (OR of ANDs).
 
 Regexes are full matches (Istio/Envoy semantics; Argo's own examples write ``firefox(.*)``), compiled
-once and cached; values longer than MAX_REGEX_INPUT never match a regex, so a backtracking pattern
-cannot be fed an arbitrarily long header.
+once and cached. Python's re backtracks, so patterns longer than MAX_PATTERN_LENGTH and values longer
+than MAX_REGEX_INPUT never match; neither does a pattern Python cannot compile (see bad_patterns).
+Empty strings in a StringMatch count as unset, as in Argo's Go types.
 """
 
 from __future__ import annotations
@@ -17,22 +18,40 @@ from multidict import MultiMapping
 from shared.routes import HeaderMatch, HeaderRoute, MirrorRoute, RouteMatch, StringMatch
 
 MAX_REGEX_INPUT: Final = 4096
+MAX_PATTERN_LENGTH: Final = 1024
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a regex will never match anything here, or None when it is usable."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"longer than {MAX_PATTERN_LENGTH} characters"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return None
 
 
 def string_matches(match: StringMatch, value: str) -> bool:
-    if match.exact is not None:
+    if match.exact:
         return value == match.exact
-    if match.prefix is not None:
+    if match.prefix:
         return value.startswith(match.prefix)
-    if match.regex is not None:
+    if match.regex:
         if len(value) > MAX_REGEX_INPUT:
             return False
-        return _compiled(match.regex).fullmatch(value) is not None
+        compiled = _compiled(match.regex)
+        return compiled is not None and compiled.fullmatch(value) is not None
     return False
 
 
@@ -74,16 +93,44 @@ def route_match_matches(match: RouteMatch, method: str, path: str, headers: Mapp
     return True
 
 
+def _route_regexes(
+    header_routes: Iterable[HeaderRoute], mirror_routes: Iterable[MirrorRoute]
+) -> Iterable[str]:
+    for hr in header_routes:
+        for hm in hr.match:
+            if hm.header_value.regex:
+                yield hm.header_value.regex
+    for mr in mirror_routes:
+        for rm in mr.match:
+            fields = [rm.method, rm.path, *(rm.headers or {}).values()]
+            yield from (f.regex for f in fields if f is not None and f.regex)
+
+
+def bad_patterns(
+    header_routes: Iterable[HeaderRoute], mirror_routes: Iterable[MirrorRoute]
+) -> dict[str, str]:
+    """The routes' regexes that can never match here, each with the reason."""
+    out: dict[str, str] = {}
+    for pattern in _route_regexes(header_routes, mirror_routes):
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            out[pattern] = problem
+    return out
+
+
 def mirror_matches(route: MirrorRoute, method: str, path: str, headers: Mapping[str, str]) -> bool:
     """True when any match entry matches; a route without entries matches nothing (Argo's removal)."""
     return any(route_match_matches(m, method, path, headers) for m in route.match)
 
 
 __all__ = [
+    "MAX_PATTERN_LENGTH",
     "MAX_REGEX_INPUT",
+    "bad_patterns",
     "header_match_matches",
     "header_route_matches",
     "mirror_matches",
+    "pattern_problem",
     "route_match_matches",
     "string_matches",
 ]

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.traffic_shifter.matching import header_route_matches, mirror_matches
+from services.traffic_shifter.matching import bad_patterns, header_route_matches, mirror_matches
 from services.traffic_shifter.weighting import RoundRobin, SmoothWeightedChooser
 from shared.routes import HeaderRoute, MirrorRoute
 
@@ -347,6 +347,8 @@ class WeightedProxy:
             weight = 0
         elif STABLE not in groups:
             weight = 100
+        for pattern, problem in bad_patterns(header_routes, mirror_routes).items():
+            log.warning("proxy %s: regex %r never matches: %s", self.name, pattern, problem)
         table = _RoutingTable(groups, weight, tuple(header_routes), tuple(mirror_routes))
         self._table = table
         log.info(

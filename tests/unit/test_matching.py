@@ -8,7 +8,9 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.traffic_shifter.matching import (
+    MAX_PATTERN_LENGTH,
     MAX_REGEX_INPUT,
+    bad_patterns,
     header_route_matches,
     mirror_matches,
     string_matches,
@@ -43,12 +45,30 @@ def test_regex_input_is_bounded() -> None:
     assert string_matches(StringMatch(prefix="a"), "a" * (MAX_REGEX_INPUT + 1))
 
 
-def test_string_match_needs_exactly_one_kind_and_a_valid_regex() -> None:
-    for bad in ({}, {"exact": "a", "prefix": "b"}, {"regex": "("}, {"regex": "a" * 2000}):
+def test_string_match_needs_exactly_one_kind() -> None:
+    for bad in ({}, {"exact": "a", "prefix": "b"}, {"exact": ""}):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert(bad, StringMatch)
     with pytest.raises(ValueError):
         StringMatch()
+    # As in Argo's Go types, an empty string is unset.
+    assert string_matches(msgspec.convert({"exact": "", "prefix": "/a"}, StringMatch), "/ab")
+
+
+def test_unusable_regex_decodes_but_never_matches() -> None:
+    # RE2 syntax Python lacks, or a plain mistake, must not make the whole desired state undecodable.
+    broken = msgspec.convert({"regex": "("}, StringMatch)
+    long = StringMatch(regex="a" * (MAX_PATTERN_LENGTH + 1))
+    assert not string_matches(broken, "(")
+    assert not string_matches(long, "a" * (MAX_PATTERN_LENGTH + 1))
+    routes = (
+        HeaderRoute(name="h", match=(HeaderMatch(header_name="x", header_value=broken),)),
+        HeaderRoute(name="ok", match=(HeaderMatch(header_name="x", header_value=StringMatch(regex="a+")),)),
+    )
+    mirrors = (MirrorRoute(name="m", match=(RouteMatch(headers={"y": long}),)),)
+    problems = bad_patterns(routes, mirrors)
+    assert set(problems) == {"(", long.regex}
+    assert "longer than" in problems[str(long.regex)]
 
 
 def test_header_route_ands_its_matches() -> None:
