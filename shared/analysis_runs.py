@@ -102,7 +102,11 @@ def measured(record: AnalysisRunRecord, ev: MeasurementTaken) -> None:
     m.phase = ev.metric_phase
     if tally is not None:
         m.count, m.successful, m.failed = tally.count, tally.successful, tally.failed
-        m.inconclusive, m.error, m.consecutive_error = tally.inconclusive, tally.error, tally.consecutive_error
+        m.inconclusive, m.error, m.consecutive_error = (
+            tally.inconclusive,
+            tally.error,
+            tally.consecutive_error,
+        )
         m.message = tally.message
     if record.phase not in TERMINAL:
         record.phase = "Running"

@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -27,11 +27,14 @@ from services.planner.state import (
     CanaryScaleStep,
     Command,
     Emit,
+    HeaderRouteStep,
     Input,
+    MirrorRouteStep,
     Pause,
     PauseCondition,
     PauseStep,
     PendingScaleDown,
+    Plan,
     Promote,
     PublishScale,
     PublishTraffic,
@@ -49,6 +52,7 @@ from services.planner.state import (
     TrafficApplied,
 )
 from shared.messages import ArgValue, ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
+from shared.routes import HeaderRoute, MirrorRoute
 
 CANARY_PAUSE_STEP = "CanaryPauseStep"
 BLUE_GREEN_PAUSE = "BlueGreenPause"
@@ -562,6 +566,12 @@ def _step_once(c: _Ctx) -> bool:
             return _analysis_step(c, step)
         case CanaryScaleStep():
             return _canary_scale_step(c, step)
+        case HeaderRouteStep(route=route):
+            s.header_routes = _upsert(s.header_routes, route, s.plan)
+            return _routes_step(c, f"header route {route.name}")
+        case MirrorRouteStep(route=route):
+            s.mirror_routes = _upsert(s.mirror_routes, route, s.plan)
+            return _routes_step(c, f"mirror route {route.name}")
     return False
 
 
@@ -775,6 +785,30 @@ def _stable_sized(c: _Ctx, weight: int) -> bool:
     return True
 
 
+R = TypeVar("R", HeaderRoute, MirrorRoute)
+
+
+def _upsert(routes: tuple[R, ...], route: R, plan: Plan) -> tuple[R, ...]:
+    """Add or replace a managed route by name (an empty match removes it), in managedRoutes order."""
+    kept = [r for r in routes if r.name != route.name]
+    if route.match:
+        kept.append(route)
+    order = [m.get("name") for m in (plan.routing or {}).get("managedRoutes") or []]
+    kept.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
+    return tuple(kept)
+
+
+def _routes_step(c: _Ctx, what: str) -> bool:
+    s = c.s
+    _route(c, s.set_weight)
+    if s.traffic_confirmed < s.traffic_generation:
+        c.wait("traffic", f"waiting for the traffic router to apply the {what}")
+        return False
+    s.step_index += 1
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: {what} applied")
+    return True
+
+
 def _canary_scale_step(c: _Ctx, step: CanaryScaleStep) -> bool:
     s = c.s
     s.canary_scale = step if (step.replicas is not None or step.weight is not None) else None
@@ -955,6 +989,8 @@ def _route(c: _Ctx, canary_weight: int) -> None:
         return
     canary = s.current_hash if s.current_hash != s.stable_hash else None
     weight = canary_weight if canary else 0
+    if canary is None or s.abort:
+        s.header_routes = s.mirror_routes = ()  # managed routes end with the rollout (or its abort)
     _publish_route(c, stable=s.stable_hash, canary=canary, weight=weight, preview=None)
 
 
@@ -973,6 +1009,8 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
         and s.routed_canary == canary
         and s.routed_preview == preview
         and s.desired_canary_weight == weight
+        and s.routed_header_routes == s.header_routes
+        and s.routed_mirror_routes == s.mirror_routes
     ):
         if s.traffic_confirmed >= s.traffic_generation:
             s.actual_weight = _share_of_current(s, canary, weight)
@@ -981,6 +1019,8 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
     s.routed_stable = stable
     s.routed_canary = canary
     s.routed_preview = preview
+    s.routed_header_routes = s.header_routes
+    s.routed_mirror_routes = s.mirror_routes
     s.desired_canary_weight = weight
     plan = s.plan
     c.out.append(
@@ -997,6 +1037,8 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
                 canary_service=plan.canary_service,
                 routing=plan.routing,
                 preview_revision=preview,
+                header_routes=s.header_routes,
+                mirror_routes=s.mirror_routes,
                 preview_port=plan.preview_port if preview else None,
                 preview_service=plan.preview_service if preview else None,
             )

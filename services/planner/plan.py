@@ -7,12 +7,22 @@ from typing import Any
 
 import msgspec
 
-from services.planner.state import AnalysisStep, CanaryScaleStep, PauseStep, Plan, SetWeightStep, Step
+from services.planner.state import (
+    AnalysisStep,
+    CanaryScaleStep,
+    HeaderRouteStep,
+    MirrorRouteStep,
+    PauseStep,
+    Plan,
+    SetWeightStep,
+    Step,
+)
 from shared.durations import parse_pause_duration
 from shared.messages import ArgValue, TemplateRef
+from shared.routes import HeaderRoute, MirrorRoute
 from shared.specs import Rollout, SpecError
 
-UNSUPPORTED_STEPS = ("experiment", "set_header_route", "set_mirror_route", "plugin")
+UNSUPPORTED_STEPS = ("experiment", "plugin")
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -102,6 +112,18 @@ def _compile_step(i: int, step: Any) -> Step:
             raise SpecError(f"{path}.pause.duration", str(e)) from e
     if step.analysis is not None:
         return _analysis(step.analysis, f"{path}.analysis")
+    if step.set_header_route is not None:
+        try:
+            route = msgspec.convert(msgspec.to_builtins(step.set_header_route), HeaderRoute)
+        except (msgspec.ValidationError, ValueError) as e:
+            raise SpecError(f"{path}.setHeaderRoute", str(e)) from e
+        return HeaderRouteStep(route=route)
+    if step.set_mirror_route is not None:
+        try:
+            route_m = msgspec.convert(msgspec.to_builtins(step.set_mirror_route), MirrorRoute)
+        except (msgspec.ValidationError, ValueError) as e:
+            raise SpecError(f"{path}.setMirrorRoute", str(e)) from e
+        return MirrorRouteStep(route=route_m)
     if step.set_canary_scale is not None:
         scale = step.set_canary_scale
         if scale.match_traffic_weight:

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from shared.messages import ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
+from shared.routes import HeaderRoute, MirrorRoute
 
 
 class _S(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", frozen=True):
@@ -43,7 +44,19 @@ class CanaryScaleStep(_S, frozen=True, tag="setCanaryScale", tag_field="kind"):
     weight: int | None = None
 
 
-Step = SetWeightStep | PauseStep | AnalysisStep | CanaryScaleStep
+class HeaderRouteStep(_S, frozen=True, tag="setHeaderRoute", tag_field="kind"):
+    """setHeaderRoute: add or replace a managed header route (an empty match removes it)."""
+
+    route: HeaderRoute
+
+
+class MirrorRouteStep(_S, frozen=True, tag="setMirrorRoute", tag_field="kind"):
+    """setMirrorRoute: add or replace a managed mirror route (an empty match removes it)."""
+
+    route: MirrorRoute
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep | CanaryScaleStep | HeaderRouteStep | MirrorRouteStep
 
 
 class Plan(_S, frozen=True):
@@ -138,6 +151,10 @@ class RolloutState(_Mutable):
     routed_preview: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    header_routes: tuple[HeaderRoute, ...] = ()  # managed routes in force for the canary
+    mirror_routes: tuple[MirrorRoute, ...] = ()
+    routed_header_routes: tuple[HeaderRoute, ...] = ()  # as last sent to the router
+    routed_mirror_routes: tuple[MirrorRoute, ...] = ()
     restart_at: float | None = None  # `restart`: replicas created before this are replaced
     canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)
     stable_scale: int | None = None  # dynamicStableScale: the stable's current size (None: full)
