@@ -27,6 +27,8 @@ from services.planner.state import (
     CanaryScaleStep,
     Command,
     Emit,
+    ExperimentProgress,
+    ExperimentStep,
     HeaderRouteStep,
     Input,
     MirrorRouteStep,
@@ -163,6 +165,8 @@ def next_wakeup(state: RolloutState) -> float | None:
     times = [p.at for p in state.scale_downs]
     if state.pause_until is not None and state.pause_conditions:
         times.append(state.pause_until)
+    if state.experiment is not None and state.experiment.ends_at is not None:
+        times.append(state.experiment.ends_at)
     if state.waiting_since is not None and not state.deadline_exceeded:
         times.append(state.waiting_since + state.plan.progress_deadline_seconds)
     return min(times) if times else None
@@ -215,6 +219,7 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
         return None
     _stop_analysis(c)
     _stop_background(c)
+    _end_experiment(c)
     s.background = None
     intermediate = s.current_hash if s.current_hash != s.stable_hash else None
     if intermediate:
@@ -275,6 +280,7 @@ def _promote(c: _Ctx, full: bool) -> str | None:
     if full:
         _stop_analysis(c)
         _stop_background(c)
+        _end_experiment(c)
         s.abort = False
         s.aborted_at = None
         s.abort_scale_down_at = None
@@ -311,6 +317,7 @@ def _promote(c: _Ctx, full: bool) -> str | None:
         c.emit("PromoteIgnored", "All steps are done; the rollout is completing")
         return None
     _stop_analysis(c)
+    _end_experiment(c)
     s.step_index += 1
     c.emit("StepSkipped", f"Rollout promoted: step {s.step_index} skipped")
     return None
@@ -330,6 +337,7 @@ def _do_abort(c: _Ctx, reason: str) -> None:
     s = c.s
     _stop_analysis_run(c)
     _stop_background(c)
+    _end_experiment(c)
     s.abort = True
     s.aborted_at = c.now
     s.pause_conditions = ()
@@ -423,24 +431,43 @@ def _scale_reported(c: _Ctx, ev: ScaleReported) -> str | None:
 
 
 def _slot(s: RolloutState, run_id: str) -> str | None:
-    """Which of the rollout's runs (the step's or the background one) a report is about."""
+    """Which of the rollout's runs (the step's, the background one, or an experiment's) a report is about."""
     for slot in ("analysis", "background"):
         a = getattr(s, slot)
         if a is not None and a.run_id == run_id:
             return slot
+    if s.experiment is not None:
+        for name, a in s.experiment.runs.items():
+            if a.run_id == run_id:
+                return f"exp:{name}"
     return None
+
+
+def _get_run(s: RolloutState, slot: str) -> AnalysisProgress | None:
+    if slot.startswith("exp:"):
+        return s.experiment.runs.get(slot[4:]) if s.experiment is not None else None
+    run: AnalysisProgress | None = getattr(s, slot)
+    return run
+
+
+def _set_run(s: RolloutState, slot: str, run: AnalysisProgress) -> None:
+    if slot.startswith("exp:"):
+        assert s.experiment is not None
+        s.experiment = msgspec.structs.replace(s.experiment, runs={**s.experiment.runs, slot[4:]: run})
+    else:
+        setattr(s, slot, run)
 
 
 def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
     slot = _slot(c.s, ev.run_id)
-    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    a: AnalysisProgress | None = _get_run(c.s, slot) if slot else None
     if slot is None or a is None or a.metrics:
         return None
     # Measurements may have been handled first (they travel on the same stream, but a redelivery
     # can reorder them): keep what they said.
     phases = {m: a.metric_phases.get(m, Phase.RUNNING.value) for m in ev.metrics}
     phase = run_phase({m: Phase(p) for m, p in phases.items()}, set(ev.dry_run)).value if phases else "Error"
-    setattr(
+    _set_run(
         c.s,
         slot,
         msgspec.structs.replace(a, metrics=ev.metrics, dry_run=ev.dry_run, phase=phase, metric_phases=phases),
@@ -455,7 +482,7 @@ def _analysis_started(c: _Ctx, ev: AnalysisStarted) -> str | None:
 
 def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
     slot = _slot(c.s, ev.run_id)
-    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    a: AnalysisProgress | None = _get_run(c.s, slot) if slot else None
     if slot is None or a is None or a.phase in TERMINAL_ANALYSIS:
         return None
     if ev.index < a.metric_counts.get(ev.metric, 0):
@@ -469,7 +496,7 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
     if ev.metric_phase in TERMINAL_ANALYSIS and ev.metric_phase != Phase.SUCCESSFUL.value:
         why = ev.metric_message or ev.message
         message = f'Metric "{ev.metric}" assessed {ev.metric_phase}' + (f": {why}" if why else "")
-    setattr(
+    _set_run(
         c.s,
         slot,
         msgspec.structs.replace(
@@ -500,10 +527,10 @@ def _analysis_measured(c: _Ctx, ev: AnalysisMeasured) -> str | None:
 
 def _analysis_errored(c: _Ctx, ev: AnalysisErrored) -> str | None:
     slot = _slot(c.s, ev.run_id)
-    a: AnalysisProgress | None = getattr(c.s, slot) if slot else None
+    a: AnalysisProgress | None = _get_run(c.s, slot) if slot else None
     if slot is None or a is None or a.phase in TERMINAL_ANALYSIS:
         return None
-    setattr(c.s, slot, msgspec.structs.replace(a, phase=Phase.ERROR.value, message=ev.message))
+    _set_run(c.s, slot, msgspec.structs.replace(a, phase=Phase.ERROR.value, message=ev.message))
     c.emit("AnalysisRunCompleted", f"Analysis run {ev.run_id} Error: {ev.message}", analysis_run=ev.run_id)
     return None
 
@@ -572,6 +599,8 @@ def _step_once(c: _Ctx) -> bool:
         case MirrorRouteStep(route=route):
             s.mirror_routes = _upsert(s.mirror_routes, route, s.plan)
             return _routes_step(c, f"mirror route {route.name}")
+        case ExperimentStep():
+            return _experiment_step(c, step)
     return False
 
 
@@ -798,6 +827,76 @@ def _upsert(routes: tuple[R, ...], route: R, plan: Plan) -> tuple[R, ...]:
     return tuple(kept)
 
 
+def _experiment_step(c: _Ctx, step: ExperimentStep) -> bool:
+    """Replica sets cloned from the stable and canary templates run side by side with their
+    analyses, for `duration` (or until the required analyses complete); any failing run aborts."""
+    s = c.s
+    e = s.experiment
+    if e is None or e.step_index != s.step_index:
+        sets = {}
+        for t in step.templates:
+            source = s.stable_hash if t.spec_ref == "stable" else s.current_hash
+            key = f"{source}-{t.name}"
+            sets[key] = t.replicas
+            s.templates = {**s.templates, key: s.templates.get(source, s.plan.template)}
+        s.experiment = e = ExperimentProgress(step_index=s.step_index, sets=sets)
+        _scale(c, canary=None)
+        names = ", ".join(t.name for t in step.templates)
+        c.emit("ExperimentStarted", f"Step {s.step_index + 1}: experiment with {names}")
+    if not e.started:
+        missing = [k for k, n in e.sets.items() if s.ready.get(k, 0) < n]
+        if missing:
+            c.wait("replicas", f"waiting for the experiment's replica sets ({', '.join(missing)})")
+            return False
+        runs = {}
+        for a in step.analyses:
+            s.analysis_counter += 1
+            run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-exp-{a.name}-{s.analysis_counter}"
+            runs[a.name] = AnalysisProgress(run_id=run_id, step_index=s.step_index)
+            c.out.append(
+                StartAnalysis(
+                    namespace=s.namespace,
+                    name=s.name,
+                    run_id=run_id,
+                    templates=a.templates,
+                    args=tuple(_resolve_arg(s, x) for x in a.args),
+                    dry_run=step.dry_run,
+                    revision=s.revision,
+                    step_index=s.step_index,
+                )
+            )
+        ends = c.now + step.seconds if step.seconds is not None else None
+        s.experiment = e = msgspec.structs.replace(e, started=True, ends_at=ends, runs=runs)
+    failed = [(n, r) for n, r in e.runs.items() if r.phase in (Phase.FAILED.value, Phase.ERROR.value)]
+    if failed:
+        name, run = failed[0]
+        _end_experiment(c)
+        why = f"experiment analysis {name} ({run.run_id}) {run.phase}" + (
+            f": {run.message}" if run.message else ""
+        )
+        _do_abort(c, why)
+        return True
+    required = [a.name for a in step.analyses if a.required_for_completion]
+    required_done = all(e.runs[n].phase in TERMINAL_ANALYSIS for n in required)
+    over = (e.ends_at is not None and c.now >= e.ends_at) or (e.ends_at is None and required_done)
+    if not (over and required_done):
+        c.wait("analysis", "experiment running")
+        return False
+    inconclusive = [n for n, r in e.runs.items() if r.phase == Phase.INCONCLUSIVE.value]
+    _end_experiment(c)
+    s.step_index += 1
+    if inconclusive:
+        # The experiment is over; promote continues with the next step.
+        s.pause_conditions = (PauseCondition(reason=INCONCLUSIVE, start_time=c.now),)
+        c.emit(
+            "RolloutPaused",
+            f"Experiment analysis {', '.join(inconclusive)} Inconclusive: paused until promote",
+        )
+        return False
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: experiment Successful")
+    return True
+
+
 def _routes_step(c: _Ctx, what: str) -> bool:
     s = c.s
     _route(c, s.set_weight)
@@ -943,6 +1042,8 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
     s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
     keep = {p.revision for p in s.scale_downs} | {s.confirmed_canary or "", s.confirmed_stable}
     replicas: dict[str, int] = {h: n for h, n in s.replicas.items() if h in keep}
+    if s.experiment is not None:
+        replicas.update(s.experiment.sets)
     stable = s.plan.replicas
     if s.stable_scale is not None and s.current_hash != s.stable_hash and not s.abort:
         stable = s.stable_scale
@@ -1053,14 +1154,25 @@ def _stop_analysis(c: _Ctx) -> None:
 
 
 def _stop_analysis_run(c: _Ctx, slot: str = "analysis") -> None:
-    a: AnalysisProgress | None = getattr(c.s, slot)
+    a = _get_run(c.s, slot)
     if a is not None and a.phase not in TERMINAL_ANALYSIS:
         c.out.append(StopAnalysis(run_id=a.run_id))
-        setattr(
+        _set_run(
             c.s,
             slot,
             msgspec.structs.replace(a, phase="Terminated", message="run stopped: the rollout moved on"),
         )
+
+
+def _end_experiment(c: _Ctx) -> None:
+    """Stop the experiment's runs and take its replica sets away (they are scaled to 0 by _scale)."""
+    s = c.s
+    if s.experiment is None:
+        return
+    for name in s.experiment.runs:
+        _stop_analysis_run(c, f"exp:{name}")
+    s.experiment = None
+    _scale(c, canary=None)
 
 
 def _stop_background(c: _Ctx) -> None:
@@ -1241,6 +1353,13 @@ def status_of(s: RolloutState) -> dict[str, Any]:
                 "message": a.message,
                 "metrics": dict(a.metric_phases),
             }
+    if s.experiment is not None:
+        status["currentExperiment"] = {
+            "step": s.experiment.step_index,
+            "replicaSets": dict(s.experiment.sets),
+            "endsAt": iso(s.experiment.ends_at) if s.experiment.ends_at else None,
+            "analysisRuns": {n: {"name": r.run_id, "phase": r.phase} for n, r in s.experiment.runs.items()},
+        }
     status["revisions"] = [
         {
             "revision": r.number,

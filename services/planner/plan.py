@@ -10,6 +10,9 @@ import msgspec
 from services.planner.state import (
     AnalysisStep,
     CanaryScaleStep,
+    ExperimentAnalysis,
+    ExperimentStep,
+    ExperimentTemplate,
     HeaderRouteStep,
     MirrorRouteStep,
     PauseStep,
@@ -22,7 +25,7 @@ from shared.messages import ArgValue, TemplateRef
 from shared.routes import HeaderRoute, MirrorRoute
 from shared.specs import Rollout, SpecError
 
-UNSUPPORTED_STEPS = ("experiment", "plugin")
+UNSUPPORTED_STEPS = ("plugin",)
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -112,6 +115,8 @@ def _compile_step(i: int, step: Any) -> Step:
             raise SpecError(f"{path}.pause.duration", str(e)) from e
     if step.analysis is not None:
         return _analysis(step.analysis, f"{path}.analysis")
+    if step.experiment is not None:
+        return _experiment(step.experiment, f"{path}.experiment")
     if step.set_header_route is not None:
         try:
             route = msgspec.convert(msgspec.to_builtins(step.set_header_route), HeaderRoute)
@@ -136,6 +141,37 @@ def _compile_step(i: int, step: Any) -> Step:
                 f"{path}.{camel}", "this step kind is accepted by lint but not executed by this version yet"
             )
     raise SpecError(path, "step has no kind")
+
+
+def _experiment(e: Any, path: str) -> ExperimentStep:
+    templates = []
+    for i, t in enumerate(e.templates or []):
+        if t.spec_ref not in ("stable", "canary"):
+            raise SpecError(f"{path}.templates[{i}].specRef", "must be stable or canary")
+        if t.weight:
+            raise SpecError(
+                f"{path}.templates[{i}].weight", "experiment traffic weights are not supported yet"
+            )
+        templates.append(ExperimentTemplate(name=t.name, spec_ref=t.spec_ref, replicas=t.replicas or 1))
+    analyses = tuple(
+        ExperimentAnalysis(
+            name=a.name,
+            templates=(TemplateRef(template_name=a.template_name, cluster_scope=bool(a.cluster_scope)),),
+            args=tuple(_arg(arg, f"{path}.analyses[{i}].args[{j}]") for j, arg in enumerate(a.args or [])),
+            required_for_completion=bool(a.required_for_completion),
+        )
+        for i, a in enumerate(e.analyses or [])
+    )
+    seconds = None
+    if e.duration:
+        try:
+            seconds = parse_pause_duration(e.duration)
+        except ValueError as err:
+            raise SpecError(f"{path}.duration", str(err)) from err
+    if seconds is None and analyses and not any(a.required_for_completion for a in analyses):
+        raise SpecError(f"{path}.duration", "required unless an analysis has requiredForCompletion")
+    dry_run = tuple(d.metric_name for d in e.dry_run or [])
+    return ExperimentStep(templates=tuple(templates), analyses=analyses, seconds=seconds, dry_run=dry_run)
 
 
 def _blue_green(bg: Any, preview_port: int | None) -> dict[str, Any]:

@@ -56,7 +56,37 @@ class MirrorRouteStep(_S, frozen=True, tag="setMirrorRoute", tag_field="kind"):
     route: MirrorRoute
 
 
-Step = SetWeightStep | PauseStep | AnalysisStep | CanaryScaleStep | HeaderRouteStep | MirrorRouteStep
+class ExperimentTemplate(_S, frozen=True):
+    name: str
+    spec_ref: str  # "stable" | "canary"
+    replicas: int = 1
+
+
+class ExperimentAnalysis(_S, frozen=True):
+    name: str
+    templates: tuple[TemplateRef, ...]
+    args: tuple[ArgValue, ...] = ()
+    required_for_completion: bool = False
+
+
+class ExperimentStep(_S, frozen=True, tag="experiment", tag_field="kind"):
+    """Baseline and canary replica sets side by side for a while, with their analyses."""
+
+    templates: tuple[ExperimentTemplate, ...]
+    analyses: tuple[ExperimentAnalysis, ...] = ()
+    seconds: float | None = None  # duration; None: until the required analyses complete
+    dry_run: tuple[str, ...] = ()
+
+
+Step = (
+    SetWeightStep
+    | PauseStep
+    | AnalysisStep
+    | CanaryScaleStep
+    | HeaderRouteStep
+    | MirrorRouteStep
+    | ExperimentStep
+)
 
 
 class Plan(_S, frozen=True):
@@ -121,6 +151,14 @@ class AnalysisProgress(_S, frozen=True):
     acknowledged: bool = False  # an Inconclusive background run already paused the rollout once
 
 
+class ExperimentProgress(_S, frozen=True):
+    step_index: int
+    sets: dict[str, int] = {}  # replica-set key ("<hash>-<template name>") -> replicas
+    started: bool = False  # every set ready and the analyses started
+    ends_at: float | None = None
+    runs: dict[str, AnalysisProgress] = {}
+
+
 class PendingScaleDown(_S, frozen=True):
     revision: str
     at: float
@@ -155,6 +193,7 @@ class RolloutState(_Mutable):
     mirror_routes: tuple[MirrorRoute, ...] = ()
     routed_header_routes: tuple[HeaderRoute, ...] = ()  # as last sent to the router
     routed_mirror_routes: tuple[MirrorRoute, ...] = ()
+    experiment: ExperimentProgress | None = None
     restart_at: float | None = None  # `restart`: replicas created before this are replaced
     canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)
     stable_scale: int | None = None  # dynamicStableScale: the stable's current size (None: full)

@@ -4,8 +4,8 @@ Covers: the seed rollout compiling to its 6 steps (kinds, weights, the indefinit
 as 300 s, the analysis step with its templates and args), the plan's other fields (replicas, images,
 port, services, routing, defaults for maxTrafficWeight and the scale-down delays), spec.paused and
 the canary options flowing into the plan; the template hash being stable across key order and
-changing with the image; and unsupported step kinds (experiment,
-setMirrorRoute, plugin) raising SpecError naming `spec.strategy.canary.steps[i].<kind>`.
+changing with the image; and the unsupported step kind (plugin) raising SpecError naming
+`spec.strategy.canary.steps[i].plugin`.
 """
 
 from __future__ import annotations
@@ -176,7 +176,6 @@ def test_template_hash_ignores_non_template_fields() -> None:
 # --- unsupported step kinds -----------------------------------------------------------------------
 
 UNSUPPORTED: list[tuple[str, Any]] = [
-    ("experiment", {"templates": [{"name": "x", "specRef": "canary"}]}),
     ("plugin", {"name": "my-plugin"}),
 ]
 
