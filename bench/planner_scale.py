@@ -106,7 +106,16 @@ def rollout(name: str, version: int, pause: str) -> bytes:
                     ]
                 },
             },
-            "strategy": {"canary": {"steps": steps(pause)}},
+            "strategy": {
+                "canary": {
+                    "canaryService": "bench-canary",
+                    "stableService": "bench-stable",
+                    "trafficRouting": {
+                        "istio": {"virtualService": {"name": "bench-vsvc", "routes": ["primary"]}}
+                    },
+                    "steps": steps(pause),
+                }
+            },
         },
     }
     return json.dumps(doc, separators=(",", ":")).encode()

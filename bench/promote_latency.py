@@ -52,7 +52,16 @@ def rollout(version: int, promotions: int) -> dict[str, object]:
                     ]
                 },
             },
-            "strategy": {"canary": {"steps": plan(promotions)}},
+            "strategy": {
+                "canary": {
+                    "canaryService": "bench-canary",
+                    "stableService": "bench-stable",
+                    "trafficRouting": {
+                        "istio": {"virtualService": {"name": "bench-vsvc", "routes": ["primary"]}}
+                    },
+                    "steps": plan(promotions),
+                }
+            },
         },
     }
 

@@ -96,6 +96,9 @@ def rollout(version: int, app_port: int) -> dict[str, Any]:
                 "canary": {
                     "canaryService": f"{NAME}-canary",
                     "stableService": f"{NAME}-stable",
+                    "trafficRouting": {
+                        "istio": {"virtualService": {"name": f"{NAME}-vsvc", "routes": ["primary"]}}
+                    },
                     "abortScaleDownDelaySeconds": 1,
                     "steps": [
                         {"setWeight": 20},

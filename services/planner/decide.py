@@ -776,8 +776,46 @@ def _canary_replicas(s: RolloutState, weight: int) -> int:
     return max(need, s.plan.min_pods_per_replica_set) if need > 0 else 0
 
 
+def _basic_set_weight(c: _Ctx, weight: int) -> bool:
+    """A canary without trafficRouting (Argo's basic canary): replica counts carry the split. The
+    canary gets ceil(replicas x weight / 100) pods and the stable the rest; with maxSurge > 0 the
+    canary grows first (surge), with maxSurge 0 the stable shrinks first (maxUnavailable). The
+    built-in proxy then splits by those counts, as a Service over both replica sets would."""
+    s = c.s
+    r = s.plan.replicas
+    need = _canary_replicas(s, weight)
+    stable = max(r - need, 0)
+    order = ("canary", "stable") if s.plan.surge else ("stable", "canary")
+    for which in order:
+        if which == "canary":
+            _scale(c, canary=need)
+            if s.ready.get(s.current_hash, 0) < need:
+                c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
+                return False
+        else:
+            want = stable if stable < r else None
+            if s.stable_scale != want:
+                s.stable_scale = want
+                _scale(c, canary=None)
+    if s.set_weight != weight:
+        s.set_weight = weight
+        c.emit(
+            "WeightSet",
+            f"Step {s.step_index + 1}/{len(s.plan.steps)}: setWeight {weight} ({need} of {need + stable} pods)",
+        )
+    _route(c, round(100 * need / (need + stable)) if need + stable else 0)
+    if s.traffic_confirmed < s.traffic_generation:
+        c.wait("traffic", "waiting for the traffic router to split by replica counts")
+        return False
+    s.step_index += 1
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
+    return True
+
+
 def _set_weight_step(c: _Ctx, weight: int) -> bool:
     s = c.s
+    if s.plan.routing is None and s.plan.strategy == "canary":
+        return _basic_set_weight(c, weight)
     need = _canary_replicas(s, weight)
     if s.plan.dynamic_stable_scale and weight < s.set_weight:
         # Traffic comes back to the stable: grow it first.
@@ -1015,7 +1053,9 @@ def _aborted(c: _Ctx) -> None:
         # dynamicStableScale: the stable grows back to full size before it gets the traffic back.
         s.stable_scale = None
         _scale(c, canary=None)
-    if s.plan.dynamic_stable_scale and s.ready.get(s.stable_hash, 0) < s.plan.replicas:
+    if (s.plan.dynamic_stable_scale or s.plan.routing is None) and s.ready.get(
+        s.stable_hash, 0
+    ) < s.plan.replicas:
         c.wait("replicas", f"waiting for {s.plan.replicas} stable replica(s) before moving traffic back")
         return
     _route(c, 0)

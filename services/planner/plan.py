@@ -94,6 +94,7 @@ def compile_plan(rollout: Rollout) -> Plan:
         progress_deadline_abort=bool(spec.progress_deadline_abort),
         min_pods_per_replica_set=(canary.min_pods_per_replica_set or 1) if canary else 1,
         dynamic_stable_scale=bool(canary.dynamic_stable_scale) if canary else False,
+        surge=_surge(canary.max_surge if canary else None),
         rollback_window=(spec.rollback_window.revisions or 0) if spec.rollback_window else 0,
     )
     if bg is not None:
@@ -172,6 +173,15 @@ def _experiment(e: Any, path: str) -> ExperimentStep:
         raise SpecError(f"{path}.duration", "required unless an analysis has requiredForCompletion")
     dry_run = tuple(d.metric_name for d in e.dry_run or [])
     return ExperimentStep(templates=tuple(templates), analyses=analyses, seconds=seconds, dry_run=dry_run)
+
+
+def _surge(max_surge: int | str | None) -> bool:
+    """Whether maxSurge allows any surge (default 25%, as Argo)."""
+    if max_surge is None:
+        return True
+    if isinstance(max_surge, str):
+        return max_surge.rstrip("%").strip() not in ("0", "")
+    return max_surge > 0
 
 
 def _blue_green(bg: Any, preview_port: int | None) -> dict[str, Any]:

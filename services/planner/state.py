@@ -109,6 +109,7 @@ class Plan(_S, frozen=True):
     background: AnalysisStep | None = None  # strategy.canary.analysis
     min_pods_per_replica_set: int = 1
     dynamic_stable_scale: bool = False
+    surge: bool = True  # basic canary: maxSurge > 0 (grow the canary first) or 0 (shrink the stable first)
     rollback_window: int = 0  # revisions back within which a rollback skips the steps
     progress_deadline_seconds: float = 600.0
     progress_deadline_abort: bool = False

@@ -78,3 +78,48 @@ def test_rollback_window_skips_steps_for_a_recent_revision() -> None:
     )
     w.send(windowed)
     assert w.s.phase == "Healthy" and w.s.revision == 3 and w.s.step_index == len(steps)
+
+
+def basic(steps: list[dict[str, Any]], **canary: Any) -> World:
+    """A rollout without trafficRouting (the seed's routing, services and delays removed)."""
+    from services.planner.plan import compile_plan
+    from services.planner.state import Apply
+    from shared.specs import parse_rollout
+    from tests.unit.test_decide import rollout_doc
+
+    def doc(image: str) -> Apply:
+        d = rollout_doc(image, steps=steps, **canary)
+        c = d["spec"]["strategy"]["canary"]
+        for k in ("trafficRouting", "canaryService", "stableService"):
+            c.pop(k, None)
+        return Apply(plan=compile_plan(parse_rollout(d)), spec=d)
+
+    w = World()
+    w.send(doc("my-app:1.0.0"))
+    w.send(doc("my-app:2.0.0"))
+    return w
+
+
+def test_basic_canary_replica_counts_carry_the_split() -> None:
+    w = basic([{"setWeight": 25}, {"pause": {}}])
+    old, new = w.s.stable_hash, w.s.current_hash
+    assert w.s.phase == "Paused" and sizes(w) == {old: 7, new: 3}
+    weights = [
+        c.desired.canary_weight
+        for c in w.log
+        if hasattr(c, "desired") and hasattr(c.desired, "canary_weight")
+    ]
+    assert weights[-1] == 30  # 3 of 10 pods
+    w.send(Abort())
+    assert sizes(w)[old] == 10
+
+
+def test_basic_canary_without_surge_shrinks_the_stable_first() -> None:
+    w2 = basic([{"setWeight": 50}, {"pause": {}}], maxSurge=0, maxUnavailable=2)
+    assert w2.s.phase == "Paused"
+    scales = [c for c in w2.log if isinstance(c, PublishScale)]
+    firsts = [{s.revision: s.replicas for s in c.desired.sets} for c in scales]
+    old, new = w2.s.stable_hash, w2.s.current_hash
+    shrink = next(i for i, f in enumerate(firsts) if f.get(old) == 5)
+    grow = next(i for i, f in enumerate(firsts) if f.get(new) == 5)
+    assert shrink < grow
