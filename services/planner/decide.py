@@ -53,7 +53,14 @@ from services.planner.state import (
     Tick,
     TrafficApplied,
 )
-from shared.messages import ArgValue, ReplicaSetDesired, RolloutEvent, ScaleDesired, TrafficDesired
+from shared.messages import (
+    ArgValue,
+    ReplicaSetDesired,
+    RolloutEvent,
+    ScaleDesired,
+    TemplateRef,
+    TrafficDesired,
+)
 from shared.routes import HeaderRoute, MirrorRoute
 
 CANARY_PAUSE_STEP = "CanaryPauseStep"
@@ -158,6 +165,14 @@ def decide(
     if c.out:
         c.s.updated_at = now
     return c.s, c.out
+
+
+def runs_of(state: RolloutState) -> list[AnalysisProgress]:
+    """Every analysis run the rollout is following: the step's, the background one, the experiment's."""
+    runs = [a for a in (state.analysis, state.background) if a is not None]
+    if state.experiment is not None:
+        runs.extend(state.experiment.runs.values())
+    return runs
 
 
 def next_wakeup(state: RolloutState) -> float | None:
@@ -338,6 +353,7 @@ def _do_abort(c: _Ctx, reason: str) -> None:
     _stop_analysis_run(c)
     _stop_background(c)
     _end_experiment(c)
+    s.bg_active = ""  # blue-green: the active service goes back to the stable revision
     s.abort = True
     s.aborted_at = c.now
     s.pause_conditions = ()
@@ -684,22 +700,10 @@ def _promotion_analysis(c: _Ctx, spec: AnalysisStep, marker: int, what: str) -> 
     s = c.s
     a = s.analysis
     if a is None or a.step_index != marker:
-        s.analysis_counter += 1
-        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{what[:3]}{s.analysis_counter}"
-        s.analysis = AnalysisProgress(run_id=run_id, step_index=marker)
-        c.out.append(
-            StartAnalysis(
-                namespace=s.namespace,
-                name=s.name,
-                run_id=run_id,
-                templates=spec.templates,
-                args=tuple(_resolve_arg(s, a) for a in spec.args),
-                dry_run=spec.dry_run,
-                retention=spec.retention,
-                revision=s.revision,
-                step_index=None,
-            )
+        run_id = _start_run(
+            c, what[:3], spec.templates, spec.args, dry_run=spec.dry_run, retention=spec.retention
         )
+        s.analysis = AnalysisProgress(run_id=run_id, step_index=marker)
         c.emit("AnalysisRunStarted", f"{what} analysis started", analysis_run=run_id)
         c.wait("analysis", f"waiting for {what} analysis")
         return None
@@ -722,6 +726,36 @@ def _promotion_analysis(c: _Ctx, spec: AnalysisStep, marker: int, what: str) -> 
     return None
 
 
+def _start_run(
+    c: _Ctx,
+    tag: str,
+    templates: tuple[TemplateRef, ...],
+    args: tuple[ArgValue, ...],
+    *,
+    dry_run: tuple[str, ...] = (),
+    retention: dict[str, int] | None = None,
+    step_index: int | None = None,
+) -> str:
+    """Ask the analyzers for a new run; its id names the rollout, revision and what it is for."""
+    s = c.s
+    s.analysis_counter += 1
+    run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{tag}{s.analysis_counter}"
+    c.out.append(
+        StartAnalysis(
+            namespace=s.namespace,
+            name=s.name,
+            run_id=run_id,
+            templates=templates,
+            args=tuple(_resolve_arg(s, a) for a in args),
+            dry_run=dry_run,
+            retention=retention or {},
+            revision=s.revision,
+            step_index=step_index,
+        )
+    )
+    return run_id
+
+
 def _background(c: _Ctx) -> bool:
     """The background analysis (strategy.canary.analysis): started once the rollout reaches
     startingStep, running beside the steps; True when its verdict aborted the rollout."""
@@ -731,22 +765,10 @@ def _background(c: _Ctx) -> bool:
         return False
     b = s.background
     if b is None:
-        s.analysis_counter += 1
-        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-bg{s.analysis_counter}"
-        s.background = AnalysisProgress(run_id=run_id, step_index=-1)
-        c.out.append(
-            StartAnalysis(
-                namespace=s.namespace,
-                name=s.name,
-                run_id=run_id,
-                templates=spec.templates,
-                args=tuple(_resolve_arg(s, a) for a in spec.args),
-                dry_run=spec.dry_run,
-                retention=spec.retention,
-                revision=s.revision,
-                step_index=None,
-            )
+        run_id = _start_run(
+            c, "bg", spec.templates, spec.args, dry_run=spec.dry_run, retention=spec.retention
         )
+        s.background = AnalysisProgress(run_id=run_id, step_index=-1)
         names = ", ".join(t.template_name for t in spec.templates)
         c.emit("AnalysisRunStarted", f"Background analysis {names} started", analysis_run=run_id)
         return False
@@ -888,21 +910,10 @@ def _experiment_step(c: _Ctx, step: ExperimentStep) -> bool:
             return False
         runs = {}
         for a in step.analyses:
-            s.analysis_counter += 1
-            run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-exp-{a.name}-{s.analysis_counter}"
-            runs[a.name] = AnalysisProgress(run_id=run_id, step_index=s.step_index)
-            c.out.append(
-                StartAnalysis(
-                    namespace=s.namespace,
-                    name=s.name,
-                    run_id=run_id,
-                    templates=a.templates,
-                    args=tuple(_resolve_arg(s, x) for x in a.args),
-                    dry_run=step.dry_run,
-                    revision=s.revision,
-                    step_index=s.step_index,
-                )
+            run_id = _start_run(
+                c, f"exp-{a.name}-", a.templates, a.args, dry_run=step.dry_run, step_index=s.step_index
             )
+            runs[a.name] = AnalysisProgress(run_id=run_id, step_index=s.step_index)
         ends = c.now + step.seconds if step.seconds is not None else None
         s.experiment = e = msgspec.structs.replace(e, started=True, ends_at=ends, runs=runs)
     failed = [(n, r) for n, r in e.runs.items() if r.phase in (Phase.FAILED.value, Phase.ERROR.value)]
@@ -963,22 +974,16 @@ def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
     s = c.s
     a = s.analysis
     if a is None or a.step_index != s.step_index:
-        s.analysis_counter += 1
-        run_id = f"{s.name}-{s.current_hash[:10]}-{s.revision}-{s.analysis_counter}"
-        s.analysis = AnalysisProgress(run_id=run_id, step_index=s.step_index)
-        c.out.append(
-            StartAnalysis(
-                namespace=s.namespace,
-                name=s.name,
-                run_id=run_id,
-                templates=step.templates,
-                args=tuple(_resolve_arg(s, a) for a in step.args),
-                dry_run=step.dry_run,
-                retention=step.retention,
-                revision=s.revision,
-                step_index=s.step_index,
-            )
+        run_id = _start_run(
+            c,
+            "",
+            step.templates,
+            step.args,
+            dry_run=step.dry_run,
+            retention=step.retention,
+            step_index=s.step_index,
         )
+        s.analysis = AnalysisProgress(run_id=run_id, step_index=s.step_index)
         names = ", ".join(t.template_name for t in step.templates)
         c.emit(
             "AnalysisRunStarted",

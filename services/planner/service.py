@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.planner.decide import decide, next_wakeup, status_of
+from services.planner.decide import decide, next_wakeup, runs_of, status_of
 from services.planner.edits import EditError, SetImagePayload, UndoPayload, set_image_document, undo_document
 from services.planner.leadership import Lease
 from services.planner.plan import compile_plan
@@ -32,6 +32,7 @@ from services.planner.state import (
     Abort,
     AnalysisErrored,
     AnalysisMeasured,
+    AnalysisProgress,
     AnalysisStarted,
     Apply,
     Emit,
@@ -419,7 +420,10 @@ class Planner:
                 await self._store(key, new)
                 self.states[key] = new
                 await self._carry_out(commands, new.uid, now)
-                await self.recorder.progressed(new.analysis, now)
+                for run in runs_of(new):
+                    await self.recorder.progressed(run, now)
+                for ended in _ended_runs(old, new):
+                    await self.recorder.progressed(ended, now)
             self.handled += 1
             if new is not None:
                 self._arm_timer(key)
@@ -517,6 +521,23 @@ class Planner:
             await self.handle(namespace, name, Tick(), time.time())
         except Exception:
             log.exception("timer of %s/%s failed", namespace, name)
+
+
+def _ended_runs(old: RolloutState | None, new: RolloutState) -> list[AnalysisProgress]:
+    """Runs the decision dropped from the state (e.g. an experiment's, when it ended): their last
+    known phase, marked Terminated if they were still running, for their records."""
+    if old is None:
+        return []
+    kept = {r.run_id for r in runs_of(new)}
+    out = []
+    for r in runs_of(old):
+        if r.run_id not in kept:
+            if r.phase in ("Pending", "Running"):
+                r = msgspec.structs.replace(
+                    r, phase="Terminated", message="run stopped: the rollout moved on"
+                )
+            out.append(r)
+    return out
 
 
 def _spec_message(e: Exception) -> str:

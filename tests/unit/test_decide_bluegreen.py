@@ -149,3 +149,12 @@ def test_successful_pre_promotion_analysis_then_pause() -> None:
     )
     w.verdict("Successful")
     assert w.st.phase == "Paused" and w.st.pause_conditions[0].reason == "BlueGreenPause"
+
+
+def test_abort_after_the_switch_moves_the_active_service_back() -> None:
+    from services.planner.state import Abort
+
+    w, old, new = started(postPromotionAnalysis={"templates": [{"templateName": "t"}]})
+    assert w.traffic[-1].stable_revision == new  # switched, post-promotion analysis running
+    w.send(Abort())
+    assert w.st.abort and w.traffic[-1].stable_revision == old and w.st.stable_hash == old

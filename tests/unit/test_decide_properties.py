@@ -96,6 +96,9 @@ def make_plans(steps: tuple[Step, ...], replicas: int = 1, max_weight: int = 100
             template_hash=template_hash(t),
             images=(f"app:{i}",),
             max_traffic_weight=max_weight,
+            # traffic-routed canaries: the invariants below (stable at full size) are theirs;
+            # the basic canary (no trafficRouting) has its own scenario tests
+            routing={"istio": {"virtualService": {"name": "vs"}}},
             **kw,
         )
         for i, t in enumerate(TEMPLATES)
