@@ -58,7 +58,7 @@ DESIRED = TrafficDesired(
 T0 = 1_700_000_000.0
 SECONDS = 30
 BATCH = 10  # requests per simulated second: 5 stable, 5 canary (smooth 50/50 alternation)
-CANARY_DELAY = 0.03
+CANARY_DELAY = 0.15  # well above the stable's latency even on a loaded machine (bucket 0.1-0.25 s)
 
 METRICS: list[dict[str, Any]] = [
     {"name": "error-rate", "series": "errorRate", "direction": "increase", "critical": True},
