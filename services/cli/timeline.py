@@ -17,7 +17,16 @@ from typing import Any
 
 import msgspec
 
-from services.planner.state import AnalysisStep, PauseStep, Plan, SetWeightStep
+from services.planner.state import (
+    AnalysisStep,
+    CanaryScaleStep,
+    ExperimentStep,
+    HeaderRouteStep,
+    MirrorRouteStep,
+    PauseStep,
+    Plan,
+    SetWeightStep,
+)
 from shared.durations import format_duration
 from shared.messages import ArgValue, TemplateRef
 
@@ -47,6 +56,30 @@ class TimelineEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
 def canary_replicas_for(replicas: int, weight: int) -> int:
     """The canary size a setWeight step asks for before it shifts traffic (as decide() does)."""
     return max(math.ceil(replicas * weight / 100), 0)
+
+
+def _entry(
+    step: int,
+    kind: str,
+    weight: int,
+    canary: int,
+    stable: int,
+    elapsed: float,
+    manual: bool,
+    min_time: str,
+    what: str,
+) -> TimelineEntry:
+    return TimelineEntry(
+        step=step,
+        kind=kind,
+        set_weight=weight,
+        canary_replicas=canary,
+        stable_replicas=stable,
+        min_seconds=elapsed,
+        manual=manual,
+        min_time=min_time,
+        description=what,
+    )
 
 
 def timeline(plan: Plan) -> list[TimelineEntry]:
@@ -122,6 +155,50 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                         templates=templates,
                         args=args,
                     )
+                )
+            case CanaryScaleStep(replicas=fixed, weight=scale_weight):
+                if fixed is not None:
+                    canary, what = fixed, f"canary scale fixed at {fixed} replica(s)"
+                elif scale_weight is not None:
+                    canary = canary_replicas_for(replicas, scale_weight)
+                    what = f"canary scaled to {scale_weight}% of replicas ({canary})"
+                else:
+                    canary, what = (
+                        canary_replicas_for(replicas, weight),
+                        "canary scale matches the traffic weight",
+                    )
+                out.append(
+                    _entry(i, "setCanaryScale", weight, canary, replicas, elapsed, manual, min_time(), what)
+                )
+            case HeaderRouteStep(route=route):
+                what = f"header route {route.name}" + (
+                    " removed" if not route.match else ": matching requests to the canary"
+                )
+                out.append(
+                    _entry(i, "setHeaderRoute", weight, canary, replicas, elapsed, manual, min_time(), what)
+                )
+            case MirrorRouteStep(route=route):
+                what = f"mirror route {route.name}" + (
+                    " removed"
+                    if not route.match
+                    else f": {route.percentage}% of matching requests copied to the canary"
+                )
+                out.append(
+                    _entry(i, "setMirrorRoute", weight, canary, replicas, elapsed, manual, min_time(), what)
+                )
+            case ExperimentStep(templates=ex_templates, seconds=ex_seconds, analyses=ex_analyses):
+                if ex_seconds is not None:
+                    elapsed += ex_seconds
+                sets = ", ".join(f"{t.name} ({t.spec_ref}, {t.replicas})" for t in ex_templates)
+                runs = ", ".join(a.name for a in ex_analyses) or "no analysis"
+                how = (
+                    f"for {format_duration(ex_seconds)}"
+                    if ex_seconds is not None
+                    else "until its required analyses end"
+                )
+                what = f"experiment {how}: {sets}; analyses {runs}"
+                out.append(
+                    _entry(i, "experiment", weight, canary, replicas, elapsed, manual, min_time(), what)
                 )
     delay = plan.scale_down_delay_seconds
     out.append(
