@@ -519,8 +519,13 @@ class Planner:
     async def _tick(self, namespace: str, name: str) -> None:
         try:
             await self.handle(namespace, name, Tick(), time.time())
-        except Exception:
-            log.exception("timer of %s/%s failed", namespace, name)
+        except Exception as e:
+            # A lost tick would leave a pause running forever: try again shortly.
+            log.warning("timer of %s/%s failed (%r); retrying in 1 s", namespace, name, e)
+            key = subjects.rollout_key(namespace, name)
+            self.timers[key] = asyncio.get_running_loop().call_later(
+                1.0, lambda: asyncio.ensure_future(self._tick(namespace, name))
+            )
 
 
 def _ended_runs(old: RolloutState | None, new: RolloutState) -> list[AnalysisProgress]:
@@ -549,7 +554,7 @@ async def run_planner(conn: Connection, stop: asyncio.Event, ready: asyncio.Even
     """Stand by until this process holds the lease, drive every rollout while it does."""
     kv = await conn.js.key_value(subjects.LEASES_BUCKET)
     lease = Lease(kv, holder=f"{socket.gethostname()}:{os.getpid()}", ttl=LEASE_TTL)
-    renew_every = LEASE_TTL / 3
+    renew_every = LEASE_TTL / 6  # often, so that a busy loop rarely lets the lease's validity lapse
     try:
         while not stop.is_set():
             if not await lease.acquire():
