@@ -126,6 +126,7 @@ class Planner:
         self.states: dict[str, RolloutState] = {}
         self.kv_revisions: dict[str, int] = {}  # last KV revision of each state, for compare-and-set
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.timer_at: dict[str, float | None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.locks: dict[str, asyncio.Lock] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
@@ -427,7 +428,10 @@ class Planner:
             self.handled += 1
             if new is not None:
                 self._arm_timer(key)
-            return CommandReply(ok=True, status=status_of(new) if new else None)
+            # Feedback has no one to answer: skip building the status for it.
+            return CommandReply(
+                ok=True, status=status_of(new) if new and report is None and not _is_feedback(event) else None
+            )
 
     async def _store(self, key: str, state: RolloutState) -> None:
         """Compare-and-set: a write based on a state another planner has since replaced fails."""
@@ -502,14 +506,16 @@ class Planner:
     # --- timers ---------------------------------------------------------------------------------
 
     def _arm_timer(self, key: str) -> None:
+        """One timer per rollout, for its next wakeup; left alone when that time did not change."""
         state = self.states.get(key)
+        at = next_wakeup(state) if state is not None else None
+        if self.timer_at.get(key) == at and (at is None or key in self.timers):
+            return
         old = self.timers.pop(key, None)
         if old is not None:
             old.cancel()
-        if state is None:
-            return
-        at = next_wakeup(state)
-        if at is None:
+        self.timer_at[key] = at
+        if state is None or at is None:
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, at - time.time())
@@ -517,15 +523,23 @@ class Planner:
         self.timers[key] = loop.call_later(delay, lambda: asyncio.ensure_future(self._tick(ns, name)))
 
     async def _tick(self, namespace: str, name: str) -> None:
+        key = subjects.rollout_key(namespace, name)
+        self.timers.pop(key, None)  # this timer has fired: the next _arm_timer arms a new one
+        self.timer_at.pop(key, None)
         try:
             await self.handle(namespace, name, Tick(), time.time())
         except Exception as e:
             # A lost tick would leave a pause running forever: try again shortly.
             log.warning("timer of %s/%s failed (%r); retrying in 1 s", namespace, name, e)
-            key = subjects.rollout_key(namespace, name)
             self.timers[key] = asyncio.get_running_loop().call_later(
                 1.0, lambda: asyncio.ensure_future(self._tick(namespace, name))
             )
+
+
+def _is_feedback(event: Input) -> bool:
+    return isinstance(
+        event, (TrafficApplied, ScaleReported, AnalysisStarted, AnalysisMeasured, AnalysisErrored, Tick)
+    )
 
 
 def _ended_runs(old: RolloutState | None, new: RolloutState) -> list[AnalysisProgress]:
