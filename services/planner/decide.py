@@ -1101,7 +1101,8 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
             n = canary
         if n > 0:
             replicas[s.current_hash] = n
-    gone = [h for h in s.replicas if h not in {k for k, v in replicas.items() if v > 0}]
+    remaining = {k for k, v in replicas.items() if v > 0}
+    gone = [h for h in s.replicas if h not in remaining]
     _publish_scale(c, replicas)
     for h in gone:
         c.emit("ScaledDown", f"Revision {_revision_of(s, h)} scaled down to 0")
