@@ -72,7 +72,8 @@ def prometheus_template(address: str) -> dict[str, Any]:
         "histogram_quantile(0.99, sum by (le) "
         f"(rate(rollouts_proxy_request_duration_seconds_bucket{{{selector}}}[10s])))"
     )
-    common = {"interval": "2s", "count": 3, "failureLimit": 0}
+    # initialDelay: Prometheus needs a few scrapes of the canary's series before rate() has data.
+    common = {"initialDelay": "3s", "interval": "2s", "count": 3, "failureLimit": 0}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
@@ -323,10 +324,16 @@ async def run_demo(
     print("\nSummary")
     print("-------")
     print(
-        f"version 2: {outcome.get('v2', ('?', 0))[0]} after {outcome.get('v2', ('?', 0))[1]:.1f}s (promoted to stable)"
+        f"version 2: {outcome.get('v2', ('?', 0))[0]} after {outcome.get('v2', ('?', 0))[1]:.1f}s"
+        + (" (promoted to stable)" if outcome.get("v2", ("",))[0] == "Healthy" else " (expected Healthy)")
     )
     print(
-        f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s (analysis failed, rolled back)"
+        f"version 3: {outcome.get('v3', ('?', 0))[0]} after {outcome.get('v3', ('?', 0))[1]:.1f}s"
+        + (
+            " (analysis failed, rolled back)"
+            if outcome.get("v3", ("",))[0] == "Degraded"
+            else " (expected Degraded)"
+        )
     )
     print(f"requests sent through the proxy: {traffic.total}")
     print(
