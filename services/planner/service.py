@@ -418,9 +418,17 @@ class Planner:
                 new = msgspec.structs.replace(
                     new, outbox=tuple(c for c in commands if not isinstance(c, Reject))
                 )
-                await self._store(key, new)
+                # The state write is put on the connection before any output (NATS keeps a
+                # connection's order), and the outputs go out without waiting for its answer:
+                # one round trip less per decision. Whatever reached the server after the write
+                # was preceded by it, so a successor never sees outputs of an unstored decision.
+                store = asyncio.ensure_future(self._store(key, new))
+                await asyncio.sleep(0)  # let the write request reach the connection's buffer first
+                try:
+                    await self._carry_out(commands, new.uid, now)
+                finally:
+                    await store
                 self.states[key] = new
-                await self._carry_out(commands, new.uid, now)
                 for run in runs_of(new):
                     await self.recorder.progressed(run, now)
                 for ended in _ended_runs(old, new):
