@@ -631,13 +631,9 @@ def _blue_green(c: _Ctx) -> bool:
         s.bg_pre_done = s.bg_pause_done = True
     if not s.bg_promoting:
         preview = p.preview_replica_count if p.preview_replica_count is not None else p.replicas
-        _scale(c, canary=preview)
-        if s.ready.get(s.current_hash, 0) < preview:
-            c.wait("replicas", f"waiting for {preview} preview replica(s) to be ready")
-            return False
-        _route(c, 0)
-        if s.traffic_confirmed < s.traffic_generation:
-            c.wait("traffic", "waiting for the preview service to point at the new revision")
+        if not _sized_and_routed(
+            c, preview, f"{preview} preview replica(s) to be ready", "the preview service to point at it"
+        ):
             return False
         if p.pre_promotion is not None and not s.bg_pre_done:
             phase = _promotion_analysis(c, p.pre_promotion, -2, "pre-promotion")
@@ -668,16 +664,15 @@ def _blue_green(c: _Ctx) -> bool:
                 s.bg_pause_done = True
         s.bg_promoting = True
         c.emit("Promoting", f"Promoting revision {s.revision}: scaling it to {p.replicas} replica(s)")
-    _scale(c, canary=p.replicas)
-    if s.ready.get(s.current_hash, 0) < p.replicas:
-        c.wait("replicas", f"waiting for {p.replicas} replica(s) of revision {s.revision} to be ready")
-        return False
-    if s.bg_active != s.current_hash:
+    if s.bg_active != s.current_hash and s.ready.get(s.current_hash, 0) >= p.replicas:
         s.bg_active = s.current_hash
         c.emit("ActiveSwitched", f"Active service {p.stable_service} switching to revision {s.revision}")
-    _route(c, 0)
-    if s.traffic_confirmed < s.traffic_generation:
-        c.wait("traffic", "waiting for the active service to point at the new revision")
+    if not _sized_and_routed(
+        c,
+        p.replicas,
+        f"{p.replicas} replica(s) of revision {s.revision} to be ready",
+        "the active service to point at the new revision",
+    ):
         return False
     if p.post_promotion is not None and not s.promote_full:
         phase = _promotion_analysis(c, p.post_promotion, -3, "post-promotion")
@@ -692,6 +687,21 @@ def _blue_green(c: _Ctx) -> bool:
 def _reset_blue_green(s: RolloutState) -> None:
     s.bg_active = ""
     s.bg_pre_done = s.bg_pause_done = s.bg_promoting = False
+
+
+def _sized_and_routed(c: _Ctx, replicas: int, ready_what: str, route_what: str) -> bool:
+    """Blue-green: the current revision at `replicas` ready pods, then the services routed as the
+    state says (active and preview); False while either is still under way."""
+    s = c.s
+    _scale(c, canary=replicas)
+    if s.ready.get(s.current_hash, 0) < replicas:
+        c.wait("replicas", f"waiting for {ready_what}")
+        return False
+    _route(c, 0)
+    if s.traffic_confirmed < s.traffic_generation:
+        c.wait("traffic", f"waiting for {route_what}")
+        return False
+    return True
 
 
 def _promotion_analysis(c: _Ctx, spec: AnalysisStep, marker: int, what: str) -> str | None:
