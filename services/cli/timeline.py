@@ -58,30 +58,6 @@ def canary_replicas_for(replicas: int, weight: int) -> int:
     return max(math.ceil(replicas * weight / 100), 0)
 
 
-def _entry(
-    step: int,
-    kind: str,
-    weight: int,
-    canary: int,
-    stable: int,
-    elapsed: float,
-    manual: bool,
-    min_time: str,
-    what: str,
-) -> TimelineEntry:
-    return TimelineEntry(
-        step=step,
-        kind=kind,
-        set_weight=weight,
-        canary_replicas=canary,
-        stable_replicas=stable,
-        min_seconds=elapsed,
-        manual=manual,
-        min_time=min_time,
-        description=what,
-    )
-
-
 def timeline(plan: Plan) -> list[TimelineEntry]:
     """The steps an update of the rollout goes through, then its promotion (pure)."""
     replicas = plan.replicas
@@ -91,8 +67,22 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
     manual = plan.paused  # spec.paused holds the update before its first step
     out: list[TimelineEntry] = []
 
-    def min_time() -> str:
-        return MANUAL if manual else format_duration(elapsed)
+    def add(step: int | None, kind: str, description: str, **extra: Any) -> None:
+        """An entry with the weight, replica counts and minimum time as they stand now."""
+        out.append(
+            TimelineEntry(
+                step=step,
+                kind=kind,
+                set_weight=extra.pop("set_weight", weight),
+                canary_replicas=extra.pop("canary_replicas", canary),
+                stable_replicas=extra.pop("stable_replicas", replicas),
+                min_seconds=elapsed,
+                manual=manual,
+                min_time=MANUAL if manual else format_duration(elapsed),
+                description=description,
+                **extra,
+            )
+        )
 
     for i, step in enumerate(plan.steps, start=1):
         match step:
@@ -100,21 +90,13 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                 weight = min(requested, plan.max_traffic_weight)
                 canary = canary_replicas_for(replicas, weight)
                 capped = weight != requested
-                out.append(
-                    TimelineEntry(
-                        step=i,
-                        kind="setWeight",
-                        set_weight=weight,
-                        canary_replicas=canary,
-                        stable_replicas=replicas,
-                        min_seconds=elapsed,
-                        manual=manual,
-                        min_time=min_time(),
-                        description=f"set weight {weight}"
-                        + (f" (setWeight {requested} capped by maxTrafficWeight)" if capped else "")
-                        + f": canary scaled to {canary} of {replicas} first",
-                        requested_weight=requested if capped else None,
-                    )
+                add(
+                    i,
+                    "setWeight",
+                    f"set weight {weight}"
+                    + (f" (setWeight {requested} capped by maxTrafficWeight)" if capped else "")
+                    + f": canary scaled to {canary} of {replicas} first",
+                    requested_weight=requested if capped else None,
                 )
             case PauseStep(seconds=seconds):
                 if seconds is None:
@@ -125,36 +107,20 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                 else:
                     elapsed += seconds
                     what = f"pause {format_duration(seconds)}"
-                out.append(
-                    TimelineEntry(
-                        step=i,
-                        kind="pause",
-                        set_weight=weight,
-                        canary_replicas=canary,
-                        stable_replicas=replicas,
-                        min_seconds=elapsed,
-                        manual=manual,
-                        min_time=min_time(),
-                        description=what,
-                        pause_seconds=None if seconds is None else max(seconds, 0.0),
-                        until_promoted=seconds is None,
-                    )
+                add(
+                    i,
+                    "pause",
+                    what,
+                    pause_seconds=None if seconds is None else max(seconds, 0.0),
+                    until_promoted=seconds is None,
                 )
             case AnalysisStep(templates=templates, args=args):
-                out.append(
-                    TimelineEntry(
-                        step=i,
-                        kind="analysis",
-                        set_weight=weight,
-                        canary_replicas=canary,
-                        stable_replicas=replicas,
-                        min_seconds=elapsed,
-                        manual=manual,
-                        min_time=min_time(),
-                        description=f"analysis {describe_analysis(templates, args)}",
-                        templates=templates,
-                        args=args,
-                    )
+                add(
+                    i,
+                    "analysis",
+                    f"analysis {describe_analysis(templates, args)}",
+                    templates=templates,
+                    args=args,
                 )
             case CanaryScaleStep(replicas=fixed, weight=scale_weight):
                 if fixed is not None:
@@ -167,25 +133,17 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                         canary_replicas_for(replicas, weight),
                         "canary scale matches the traffic weight",
                     )
-                out.append(
-                    _entry(i, "setCanaryScale", weight, canary, replicas, elapsed, manual, min_time(), what)
-                )
+                add(i, "setCanaryScale", what)
             case HeaderRouteStep(route=route):
-                what = f"header route {route.name}" + (
-                    " removed" if not route.match else ": matching requests to the canary"
-                )
-                out.append(
-                    _entry(i, "setHeaderRoute", weight, canary, replicas, elapsed, manual, min_time(), what)
-                )
+                suffix = " removed" if not route.match else ": matching requests to the canary"
+                add(i, "setHeaderRoute", f"header route {route.name}{suffix}")
             case MirrorRouteStep(route=route):
-                what = f"mirror route {route.name}" + (
+                suffix = (
                     " removed"
                     if not route.match
                     else f": {route.percentage}% of matching requests copied to the canary"
                 )
-                out.append(
-                    _entry(i, "setMirrorRoute", weight, canary, replicas, elapsed, manual, min_time(), what)
-                )
+                add(i, "setMirrorRoute", f"mirror route {route.name}{suffix}")
             case ExperimentStep(templates=ex_templates, seconds=ex_seconds, analyses=ex_analyses):
                 if ex_seconds is not None:
                     elapsed += ex_seconds
@@ -196,27 +154,15 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                     if ex_seconds is not None
                     else "until its required analyses end"
                 )
-                what = f"experiment {how}: {sets}; analyses {runs}"
-                out.append(
-                    _entry(i, "experiment", weight, canary, replicas, elapsed, manual, min_time(), what)
-                )
+                add(i, "experiment", f"experiment {how}: {sets}; analyses {runs}")
     delay = plan.scale_down_delay_seconds
-    out.append(
-        TimelineEntry(
-            step=None,
-            kind="promote",
-            set_weight=100,
-            canary_replicas=replicas,
-            stable_replicas=replicas,
-            min_seconds=elapsed,
-            manual=manual,
-            min_time=min_time(),
-            description=(
-                f"promote: canary scaled to {replicas}, becomes stable; "
-                f"old stable scaled down after {format_duration(delay)}"
-            ),
-            scale_down_delay_seconds=delay,
-        )
+    add(
+        None,
+        "promote",
+        f"promote: canary scaled to {replicas}, becomes stable; old stable scaled down after {format_duration(delay)}",
+        set_weight=100,
+        canary_replicas=replicas,
+        scale_down_delay_seconds=delay,
     )
     return out
 
