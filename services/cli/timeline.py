@@ -11,12 +11,12 @@ towards the minimum time; an indefinite pause (or spec.paused) makes it "∞ (ma
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 import msgspec
 
+from services.planner.decide import canary_size
 from services.planner.state import (
     AnalysisStep,
     CanaryScaleStep,
@@ -53,14 +53,10 @@ class TimelineEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     scale_down_delay_seconds: float | None = None  # promote: when the old stable is scaled down
 
 
-def canary_replicas_for(replicas: int, weight: int) -> int:
-    """The canary size a setWeight step asks for before it shifts traffic (as decide() does)."""
-    return max(math.ceil(replicas * weight / 100), 0)
-
-
 def timeline(plan: Plan) -> list[TimelineEntry]:
     """The steps an update of the rollout goes through, then its promotion (pure)."""
     replicas = plan.replicas
+    scale: CanaryScaleStep | None = None  # the setCanaryScale in force, as decide() tracks it
     weight = 0
     canary = 0
     elapsed = 0.0
@@ -88,7 +84,7 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
         match step:
             case SetWeightStep(weight=requested):
                 weight = min(requested, plan.max_traffic_weight)
-                canary = canary_replicas_for(replicas, weight)
+                canary = canary_size(plan, weight, scale)
                 capped = weight != requested
                 add(
                     i,
@@ -123,16 +119,14 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                     args=args,
                 )
             case CanaryScaleStep(replicas=fixed, weight=scale_weight):
+                scale = step if (fixed is not None or scale_weight is not None) else None
+                canary = canary_size(plan, weight, scale)
                 if fixed is not None:
-                    canary, what = fixed, f"canary scale fixed at {fixed} replica(s)"
+                    what = f"canary scale fixed at {canary} replica(s)"
                 elif scale_weight is not None:
-                    canary = canary_replicas_for(replicas, scale_weight)
                     what = f"canary scaled to {scale_weight}% of replicas ({canary})"
                 else:
-                    canary, what = (
-                        canary_replicas_for(replicas, weight),
-                        "canary scale matches the traffic weight",
-                    )
+                    what = "canary scale matches the traffic weight"
                 add(i, "setCanaryScale", what)
             case HeaderRouteStep(route=route):
                 suffix = " removed" if not route.match else ": matching requests to the canary"

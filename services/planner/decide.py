@@ -796,16 +796,19 @@ def _background(c: _Ctx) -> bool:
     return False
 
 
-def _canary_replicas(s: RolloutState, weight: int) -> int:
+def canary_size(plan: Plan, weight: int, scale: CanaryScaleStep | None) -> int:
     """Argo: ceil(replicas * weight / 100), unless a setCanaryScale is in force; at least
-    minPodsPerReplicaSet while the canary has any."""
-    scale = s.canary_scale
+    minPodsPerReplicaSet while the canary has any. (`rollouts plan` shows the same numbers.)"""
     if scale is not None and scale.replicas is not None:
         need = scale.replicas
     else:
         w = scale.weight if scale is not None and scale.weight is not None else weight
-        need = math.ceil(s.plan.replicas * w / 100)
-    return max(need, s.plan.min_pods_per_replica_set) if need > 0 else 0
+        need = math.ceil(plan.replicas * w / 100)
+    return max(need, plan.min_pods_per_replica_set) if need > 0 else 0
+
+
+def _canary_replicas(s: RolloutState, weight: int) -> int:
+    return canary_size(s.plan, weight, s.canary_scale)
 
 
 def _basic_set_weight(c: _Ctx, weight: int) -> bool:
