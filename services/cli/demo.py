@@ -32,32 +32,39 @@ NAME = "my-app-rollout"
 NS = "default"
 
 
-def analysis_template(admin_port: int) -> dict[str, Any]:
-    """The seed's `http-error-rate`: the canary service's 5xx percentage, measured by the traffic-shifter."""
+def _seed_template(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seed's `http-error-rate` template (args service-name and error-threshold) with `metrics`."""
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
         "metadata": {"name": "http-error-rate"},
         "spec": {
             "args": [{"name": "service-name"}, {"name": "error-threshold", "value": "1"}],
-            "metrics": [
-                {
-                    "name": "error-rate",
-                    "interval": "2s",
-                    "count": 3,
-                    "failureLimit": 0,
-                    "successCondition": "result <= {{args.error-threshold}}",
-                    "provider": {
-                        "web": {
-                            "url": f"http://127.0.0.1:{admin_port}/api/v1/services/{{{{args.service-name}}}}",
-                            "jsonPath": "{$.errorPercent}",
-                            "timeoutSeconds": 5,
-                        }
-                    },
-                }
-            ],
+            "metrics": metrics,
         },
     }
+
+
+def analysis_template(admin_port: int) -> dict[str, Any]:
+    """The seed's `http-error-rate`: the canary service's 5xx percentage, measured by the traffic-shifter."""
+    return _seed_template(
+        [
+            {
+                "name": "error-rate",
+                "interval": "2s",
+                "count": 3,
+                "failureLimit": 0,
+                "successCondition": "result <= {{args.error-threshold}}",
+                "provider": {
+                    "web": {
+                        "url": f"http://127.0.0.1:{admin_port}/api/v1/services/{{{{args.service-name}}}}",
+                        "jsonPath": "{$.errorPercent}",
+                        "timeoutSeconds": 5,
+                    }
+                },
+            }
+        ]
+    )
 
 
 def prometheus_template(address: str) -> dict[str, Any]:
@@ -74,28 +81,22 @@ def prometheus_template(address: str) -> dict[str, Any]:
     )
     # initialDelay: Prometheus needs a few scrapes of the canary's series before rate() has data.
     common = {"initialDelay": "3s", "interval": "2s", "count": 3, "failureLimit": 0}
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "http-error-rate"},
-        "spec": {
-            "args": [{"name": "service-name"}, {"name": "error-threshold", "value": "1"}],
-            "metrics": [
-                {
-                    "name": "error-rate",
-                    **common,
-                    "successCondition": "len(result) > 0 && result[0] <= {{args.error-threshold}}",
-                    "provider": {"prometheus": {"address": address, "query": errors}},
-                },
-                {
-                    "name": "latency-p99",
-                    **common,
-                    "successCondition": "len(result) > 0 && (isNaN(result[0]) || result[0] < 0.5)",
-                    "provider": {"prometheus": {"address": address, "query": p99}},
-                },
-            ],
-        },
-    }
+    return _seed_template(
+        [
+            {
+                "name": "error-rate",
+                **common,
+                "successCondition": "len(result) > 0 && result[0] <= {{args.error-threshold}}",
+                "provider": {"prometheus": {"address": address, "query": errors}},
+            },
+            {
+                "name": "latency-p99",
+                **common,
+                "successCondition": "len(result) > 0 && (isNaN(result[0]) || result[0] < 0.5)",
+                "provider": {"prometheus": {"address": address, "query": p99}},
+            },
+        ]
+    )
 
 
 def rollout(
