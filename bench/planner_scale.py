@@ -54,6 +54,7 @@ from typing import Any
 
 import msgspec
 import nats
+from bench_rollouts import bench_rollout
 
 from services.cli.client import Client
 from services.cli.processes import Stack, wait_ready
@@ -91,33 +92,7 @@ def steps(pause: str) -> list[dict[str, Any]]:
 
 
 def rollout(name: str, version: int, pause: str) -> bytes:
-    doc = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}
-                    ]
-                },
-            },
-            "strategy": {
-                "canary": {
-                    "canaryService": "bench-canary",
-                    "stableService": "bench-stable",
-                    "trafficRouting": {
-                        "istio": {"virtualService": {"name": "bench-vsvc", "routes": ["primary"]}}
-                    },
-                    "steps": steps(pause),
-                }
-            },
-        },
-    }
+    doc = bench_rollout(name, version, steps(pause))
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import nats
+from bench_rollouts import bench_rollout
 
 from services.cli.client import Client
 from services.cli.processes import Stack, wait_ready
@@ -37,33 +38,7 @@ def plan(promotions: int) -> list[dict[str, object]]:
 
 
 def rollout(version: int, promotions: int) -> dict[str, object]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": "bench"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "bench"}},
-            "template": {
-                "metadata": {"labels": {"app": "bench"}},
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": f"bench:{version}", "ports": [{"containerPort": 1}]}
-                    ]
-                },
-            },
-            "strategy": {
-                "canary": {
-                    "canaryService": "bench-canary",
-                    "stableService": "bench-stable",
-                    "trafficRouting": {
-                        "istio": {"virtualService": {"name": "bench-vsvc", "routes": ["primary"]}}
-                    },
-                    "steps": plan(promotions),
-                }
-            },
-        },
-    }
+    return bench_rollout("bench", version, plan(promotions))
 
 
 def percentile(values: list[float], q: float) -> float:
