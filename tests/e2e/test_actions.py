@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -18,16 +16,6 @@ from tests.e2e.harness import Harness, rollout, versions
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 STEPS = [{"setWeight": 50}, {"pause": {}}]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 async def test_set_image_and_undo(stack: Harness) -> None:

@@ -4,7 +4,6 @@ field path named and nothing stored; malformed messages on every subject leave e
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ from shared.embedded_server import free_port
 from tests.e2e.harness import Harness, rollout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 def _base() -> dict[str, Any]:

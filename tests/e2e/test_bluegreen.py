@@ -4,8 +4,6 @@ a failing pre-promotion analysis aborts with the active service never touched.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +12,6 @@ from shared.embedded_server import free_port
 from tests.e2e.harness import Harness, rollout, versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 def blue_green(name: str, version: int, port: int, preview_port: int, **bg: Any) -> dict[str, Any]:

@@ -4,9 +4,6 @@ planner killed with SIGKILL mid-rollout that continues where it was when restart
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import nats
 import pytest
 
@@ -14,16 +11,6 @@ from shared.embedded_server import free_port
 from tests.e2e.harness import Harness, rollout, template, versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 SEED_STEPS = [

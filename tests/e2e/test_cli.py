@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,6 @@ from shared.embedded_server import free_port
 from tests.e2e.harness import Harness, rollout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 async def test_up_runs_everything_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:

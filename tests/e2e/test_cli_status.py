@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,6 @@ from tests.e2e.harness import Harness, rollout
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 SPECS = Path(__file__).resolve().parent.parent / "fixtures" / "specs"
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 async def first_version(stack: Harness, name: str, steps: list[dict[str, Any]]) -> int:

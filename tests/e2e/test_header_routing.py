@@ -4,9 +4,6 @@ while clients keep the stable's answers; the routes are removed when the rollout
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
 import pytest
 
@@ -27,16 +24,6 @@ STEPS = [
     {"setMirrorRoute": {"name": "shadow", "percentage": 100, "match": [{"path": {"prefix": "/"}}]}},
     {"pause": {}},
 ]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 def doc(version: int, port: int) -> dict[str, object]:
