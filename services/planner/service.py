@@ -57,7 +57,6 @@ from shared.jetstream import LEASE_TTL, Connection
 from shared.messages import (
     AnalysisRunErrored,
     AnalysisRunStarted,
-    AnalysisStart,
     CommandReply,
     Feedback,
     MeasurementTaken,
@@ -486,22 +485,10 @@ class Planner:
                     )
                 case StartAnalysis():
                     await self.recorder.created(c, now)
-                    ns, name = c.namespace, c.name
-                    start = AnalysisStart(
-                        namespace=ns,
-                        name=name,
-                        run_id=c.run_id,
-                        templates=c.templates,
-                        args=c.args,
-                        dry_run=c.dry_run,
-                        retention=c.retention,
-                        revision=c.revision,
-                        step_index=c.step_index,
-                    )
                     pubs.append(
                         js.publish(
-                            subjects.analysis_work("start", ns, name),
-                            encoder.encode(start),
+                            subjects.analysis_work("start", c.namespace, c.name),
+                            encoder.encode(c),
                             headers={"Nats-Msg-Id": f"an.{c.run_id}"},
                         )
                     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from shared.messages import ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
+from shared.messages import AnalysisStart, ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
 from shared.routes import HeaderRoute, MirrorRoute
 
 
@@ -327,16 +327,8 @@ class PublishScale(_S, frozen=True, tag="publishScale", tag_field="type"):
     desired: ScaleDesired
 
 
-class StartAnalysis(_S, frozen=True, tag="startAnalysis", tag_field="type"):
-    namespace: str
-    name: str
-    run_id: str
-    templates: tuple[TemplateRef, ...]
-    args: tuple[ArgValue, ...] = ()
-    dry_run: tuple[str, ...] = ()
-    retention: dict[str, int] = {}
-    revision: int = 0
-    step_index: int | None = None
+# Starting a run: the command is the work-queue message itself (published as it is).
+StartAnalysis = AnalysisStart
 
 
 class StopAnalysis(_S, frozen=True, tag="stopAnalysis", tag_field="type"):
