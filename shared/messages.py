@@ -49,11 +49,20 @@ class ReplicaSetDesired(_Msg, frozen=True):
     restart_at: float | None = None  # replicas created before this time are replaced, a few at a time
 
 
+class ServiceSelector(_Msg, frozen=True):
+    """Point a Service at one revision's pods (Kubernetes: `rollouts-pod-template-hash` selector)."""
+
+    service: str
+    revision: str
+
+
 class ScaleDesired(_Msg, frozen=True):
     namespace: str
     name: str
     generation: int
     sets: tuple[ReplicaSetDesired, ...] = ()
+    # Kubernetes mode: canary/stable (or active/preview) Services and the revision each should select.
+    services: tuple[ServiceSelector, ...] = ()
 
 
 class Endpoints(_Msg, frozen=True):
