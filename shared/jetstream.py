@@ -19,6 +19,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from shared import subjects
+from shared.publisher import AckPublisher, PubAck
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,23 @@ def bucket_configs() -> list[KeyValueConfig]:
 class Connection:
     nc: Client
     js: JetStreamContext
+    publisher: AckPublisher | None = None
 
     async def kv(self, bucket: str) -> KeyValue:
         return await self.js.key_value(bucket)
 
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> PubAck:
+        """A JetStream publish through the lean ack path (shared.publisher)."""
+        return await self.acks().publish(subject, payload, headers)
+
+    def acks(self) -> AckPublisher:
+        if self.publisher is None:
+            self.publisher = AckPublisher(self.nc)
+        return self.publisher
+
     async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
         if not self.nc.is_closed:
             await self.nc.drain()
 

@@ -218,7 +218,7 @@ class Scaler:
         ready = self.platform.ready(namespace, name)
         eps = self.platform.endpoints(namespace, name)
         if eps is not None:
-            await self.conn.js.publish(
+            await self.conn.publish(
                 subjects.endpoints(namespace, name),
                 encoder.encode(Endpoints(namespace=namespace, name=name, revisions=eps)),
             )
@@ -232,7 +232,7 @@ class Scaler:
             ),
             error=error,
         )
-        await self.conn.js.publish(subjects.feedback("scale", namespace, name), encoder.encode(observed))
+        await self.conn.publish(subjects.feedback("scale", namespace, name), encoder.encode(observed))
 
     async def on_replica_change(self, key: str, revision: str) -> None:
         """A replica became ready, died or was restarted: report the new truth."""

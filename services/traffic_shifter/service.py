@@ -31,6 +31,8 @@ from shared.messages import (
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 256  # reconciles under way at once (across rollouts)
+
 
 class TrafficShifter:
     def __init__(self, conn: Connection, provider: TrafficProvider) -> None:
@@ -42,6 +44,8 @@ class TrafficShifter:
         self.services: dict[str, tuple[str, str]] = {}  # service name -> (rollout key, role)
         self.locks: dict[str, asyncio.Lock] = {}
         self.subs: list[Any] = []
+        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         js = self.conn.js
@@ -68,6 +72,8 @@ class TrafficShifter:
         for sub in self.subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10)
         await self.provider.close()
 
     async def _on_desired(self, msg: Msg) -> None:
@@ -88,7 +94,22 @@ class TrafficShifter:
         ):
             if service:
                 self.services[service] = (key, role)
-        await self._reconcile(key)
+        await self._spawn_reconcile(key)
+
+    async def _spawn_reconcile(self, key: str) -> None:
+        """Rollouts are reconciled concurrently (a router call can take a while; one slow rollout
+        must not hold up the others); a rollout's own reconciles queue on its lock and each one
+        applies the newest desired state. At most MAX_IN_FLIGHT at once."""
+        await self.in_flight.acquire()
+        task = asyncio.create_task(self._reconcile(key))
+        self.tasks.add(task)
+        task.add_done_callback(self._reconciled)
+
+    def _reconciled(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.in_flight.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reconcile died: %r", task.exception())
 
     async def _on_endpoints(self, msg: Msg) -> None:
         try:
@@ -99,7 +120,7 @@ class TrafficShifter:
         key = f"{eps.namespace}/{eps.name}"
         self.endpoints[key] = eps
         if key in self.desired:
-            await self._reconcile(key)
+            await self._spawn_reconcile(key)
 
     async def _reconcile(self, key: str) -> None:
         lock = self.locks.setdefault(key, asyncio.Lock())
@@ -124,7 +145,7 @@ class TrafficShifter:
                 error=error,
             )
             msg_id = f"tc.{desired.namespace}.{desired.name}.{desired.generation}" + (".err" if error else "")
-            await self.conn.js.publish(
+            await self.conn.publish(
                 subjects.feedback("traffic", desired.namespace, desired.name),
                 encoder.encode(confirmation),
                 headers={"Nats-Msg-Id": msg_id},
