@@ -58,6 +58,7 @@ from shared.messages import (
     ReplicaSetDesired,
     RolloutEvent,
     ScaleDesired,
+    ServiceSelector,
     TemplateRef,
     TrafficDesired,
 )
@@ -1121,12 +1122,30 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
         c.emit("ScaledDown", f"Revision {_revision_of(s, h)} scaled down to 0")
 
 
+def _selectors(s: RolloutState) -> dict[str, str]:
+    """Which revision each of the rollout's Services selects, as Argo points them: the stable (or
+    active) Service at the revision the router sends stable traffic to, the canary Service at the
+    canary (the stable one when there is none), the preview Service at the previewed revision."""
+    p = s.plan
+    stable = s.routed_stable or s.stable_hash
+    out: dict[str, str] = {}
+    if p.stable_service:
+        out[p.stable_service] = stable
+    if p.canary_service:
+        out[p.canary_service] = s.routed_canary or stable
+    if p.preview_service:
+        out[p.preview_service] = s.routed_preview or stable
+    return out
+
+
 def _publish_scale(c: _Ctx, replicas: dict[str, int], *, force: bool = False) -> None:
     s = c.s
     replicas = {h: n for h, n in replicas.items() if n > 0}
-    if replicas == s.replicas and s.scale_generation > 0 and not force:
+    selected = _selectors(s)
+    if replicas == s.replicas and selected == s.selected and s.scale_generation > 0 and not force:
         return
     s.replicas = replicas
+    s.selected = selected
     s.ready = {h: n for h, n in s.ready.items() if h in replicas}
     s.scale_generation += 1
     sets = tuple(
@@ -1137,7 +1156,13 @@ def _publish_scale(c: _Ctx, replicas: dict[str, int], *, force: bool = False) ->
     )
     c.out.append(
         PublishScale(
-            desired=ScaleDesired(namespace=s.namespace, name=s.name, generation=s.scale_generation, sets=sets)
+            desired=ScaleDesired(
+                namespace=s.namespace,
+                name=s.name,
+                generation=s.scale_generation,
+                sets=sets,
+                services=tuple(ServiceSelector(service=k, revision=v) for k, v in sorted(selected.items())),
+            )
         )
     )
 
@@ -1182,6 +1207,9 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
     s.routed_header_routes = s.header_routes
     s.routed_mirror_routes = s.mirror_routes
     s.desired_canary_weight = weight
+    if s.scale_generation > 0 and _selectors(s) != s.selected:
+        # Kubernetes mode: Services are pointed at their revisions before the router moves weight.
+        _publish_scale(c, dict(s.replicas))
     plan = s.plan
     c.out.append(
         PublishTraffic(

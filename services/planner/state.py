@@ -198,6 +198,7 @@ class RolloutState(_Mutable):
     restart_at: float | None = None  # `restart`: replicas created before this are replaced
     canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)
     stable_scale: int | None = None  # dynamicStableScale: the stable's current size (None: full)
+    selected: dict[str, str] = {}  # Service -> revision its selector was last told (Kubernetes mode)
     bg_active: str = ""  # blue-green: the revision the active service points at ("" = the stable one)
     bg_pre_done: bool = False  # blue-green: pre-promotion analysis passed
     bg_pause_done: bool = False  # blue-green: the pause before promotion is over
