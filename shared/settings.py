@@ -26,6 +26,14 @@ class Settings:
     analyzer_ack_wait: float = 30.0
     # Scaler: seconds a new replica has to become ready before it counts as failed.
     readiness_timeout: float = 60.0
+    # Kubernetes mode: the API group of the Rollout resources (argoproj.io, or e.g. rollouts.nats.io
+    # next to Argo Rollouts), the one namespace to watch (None: all), and the API server's URL
+    # (None: in-cluster config, else ~/.kube/config).
+    api_group: str = "argoproj.io"
+    watch_namespace: str | None = None
+    kube_url: str | None = None
+    # Traffic-shifter: seconds between checks that the router still has the desired weights.
+    drift_interval: float = 30.0
 
     @staticmethod
     def from_env(**overrides: object) -> Settings:
@@ -38,6 +46,10 @@ class Settings:
             "analyzer_concurrency": int(env.get("ROLLOUTS_ANALYZER_CONCURRENCY", "16")),
             "analyzer_ack_wait": float(env.get("ROLLOUTS_ANALYZER_ACK_WAIT", "30")),
             "readiness_timeout": float(env.get("ROLLOUTS_READINESS_TIMEOUT", "60")),
+            "api_group": env.get("ROLLOUTS_API_GROUP", "argoproj.io"),
+            "watch_namespace": env.get("ROLLOUTS_WATCH_NAMESPACE") or None,
+            "kube_url": env.get("ROLLOUTS_KUBE_URL") or None,
+            "drift_interval": float(env.get("ROLLOUTS_DRIFT_INTERVAL", "30")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

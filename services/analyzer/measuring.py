@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 
 from services.analyzer.providers.errors import MeasurementError
-from services.analyzer.providers.job import run_job
+from services.analyzer.providers.job import JobContext, run_job
 from services.analyzer.providers.web import WebQuery, measure_web
 from shared.specs import Metric
 
@@ -21,7 +21,14 @@ class Measured(msgspec.Struct, kw_only=True):
     message: str = ""
 
 
-async def measure(metric: Metric, *, session: aiohttp.ClientSession, settings: Any = None) -> Measured:
+async def measure(
+    metric: Metric,
+    *,
+    session: aiohttp.ClientSession,
+    settings: Any = None,
+    context: JobContext | None = None,
+) -> Measured:
+    """`context` names the measurement (run, metric, index): a Kubernetes Job is named after it."""
     provider = metric.provider
     if provider is None:
         raise MeasurementError(f"metric {metric.name}: no provider")
@@ -39,7 +46,8 @@ async def measure(metric: Metric, *, session: aiohttp.ClientSession, settings: A
         )
         return Measured(value=await measure_web(query, session))
     if provider.job is not None:
-        result = await run_job(provider.job.spec)
+        metadata = msgspec.to_builtins(provider.job.metadata) if provider.job.metadata else None
+        result = await run_job(provider.job.spec, metadata=metadata, context=context)
         return Measured(
             value=result.exit_code,
             phase="Successful" if result.succeeded else "Failed",

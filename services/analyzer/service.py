@@ -36,6 +36,7 @@ from services.analyzer.assess import (
 )
 from services.analyzer.measuring import measure
 from services.analyzer.providers.errors import MeasurementError
+from services.analyzer.providers.job import JobContext
 from services.analyzer.secrets import SecretError, SecretStore, redact
 from services.analyzer.templates import ResolveError, resolve, substitute
 from shared import subjects
@@ -317,7 +318,8 @@ class Analyzer:
                 spec = substitute(spec, values)
             metric = msgspec.convert(spec, Metric)
             policy = policy_of(metric, dry_run=work.dry_run)
-            measured = await measure(metric, session=self.session)  # type: ignore[arg-type]
+            context = JobContext(namespace=work.namespace, run_id=work.run_id, metric=metric.name, index=work.index)
+            measured = await measure(metric, session=self.session, context=context)  # type: ignore[arg-type]
             value = measured.value
             if measured.phase is not None:
                 phase, message = Phase(measured.phase), measured.message

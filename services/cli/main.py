@@ -44,7 +44,19 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run one service in the foreground")
     run.add_argument("service", choices=("planner", "traffic-shifter", "analyzer", "scaler"))
-    run.add_argument("--platform", choices=("local", "noop"), default="local")
+    run.add_argument(
+        "--platform",
+        choices=("local", "noop", "kubernetes"),
+        default="local",
+        help="local processes (default), noop (benchmarks), or Kubernetes (ReplicaSets, Rollout resources)",
+    )
+    run.add_argument(
+        "--router",
+        choices=("proxy", "nginx", "kubernetes", "noop"),
+        default=None,
+        help="traffic-shifter: the built-in proxy, a local nginx, Kubernetes routers (Istio, NGINX Ingress, "
+        "Gateway API, SMI); default: the platform's own",
+    )
     run.add_argument("--concurrency", type=int, default=None, help="analyzer: measurements taken at once")
 
     apply = sub.add_parser("apply", parents=[common], help="apply Rollouts and AnalysisTemplates from a file")
@@ -160,7 +172,7 @@ async def _run(args: argparse.Namespace) -> int:
         from services.cli.processes import run_service
 
         settings = Settings.from_env(nats_url=args.nats, analyzer_concurrency=args.concurrency)
-        return await run_service(args.service, settings, platform=args.platform)
+        return await run_service(args.service, settings, platform=args.platform, router=args.router)
     if cmd == "up":
         from services.cli.processes import run_up
 

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 SERVICES = ("planner", "traffic-shifter", "analyzer", "scaler")
 
 
-async def run_service(service: str, settings: Settings, *, platform: str = "local") -> int:
-    """Run one service until SIGINT/SIGTERM; 0 on a clean stop, 1 when a task died."""
+async def run_service(
+    service: str, settings: Settings, *, platform: str = "local", router: str | None = None
+) -> int:
+    """Run one service until SIGINT/SIGTERM; 0 on a clean stop, 1 when a task died.
+
+    platform: local (processes + built-in proxy), noop (everything confirmed at once: benchmarks),
+    kubernetes (ReplicaSets, Services, Jobs, the Rollout resources' status). router: the
+    traffic-shifter's provider, by default the platform's own (proxy / noop / kubernetes); `nginx`
+    drives a local nginx instead of the built-in proxy."""
     setup_logging(service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -33,26 +40,48 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
     conn = await connect(settings.nats_url, name=f"rollouts-{service}")
     group = TaskGroup(service)
     ready = asyncio.Event()
+    kube_api: Any = None
+    if platform == "kubernetes" or router == "kubernetes":
+        from shared.kube import api_client
+
+        kube_api = await api_client(settings)
     if service == "planner":
         from services.planner.service import run_planner
 
-        group.spawn(run_planner(conn, stop, ready), "main")
+        if kube_api is not None:
+            from services.kube_bridge.bridge import KubeBridge
+
+            bridge = KubeBridge(
+                kube_api, conn, group=settings.api_group, namespace=settings.watch_namespace, active=False
+            )
+            group.spawn(run_planner(conn, stop, ready, on_leading=bridge.set_active), "main")
+            group.spawn(bridge.run(stop), "kube-bridge")
+        else:
+            group.spawn(run_planner(conn, stop, ready), "main")
     elif service == "traffic-shifter":
-        from services.traffic_shifter.providers import LocalProxyProvider, NoopProvider, TrafficProvider
         from services.traffic_shifter.service import run_traffic_shifter
 
-        provider: TrafficProvider = (
-            NoopProvider() if platform == "noop" else LocalProxyProvider(host=settings.proxy_host)
-        )
+        provider = _traffic_provider(router or _DEFAULT_ROUTER[platform], settings, kube_api)
         group.spawn(
             run_traffic_shifter(
-                conn, provider, stop, ready, admin_host=settings.proxy_host, admin_port=settings.admin_port
+                conn,
+                provider,
+                stop,
+                ready,
+                admin_host=settings.proxy_host,
+                admin_port=settings.admin_port,
+                drift_interval=settings.drift_interval,
             ),
             "main",
         )
     elif service == "analyzer":
         from services.analyzer.service import run_analyzer
 
+        if kube_api is not None:
+            from services.analyzer.providers import job
+            from services.analyzer.providers.kube_job import KubeJobRunner
+
+            job.use_runner(KubeJobRunner(kube_api, None))
         group.spawn(
             run_analyzer(
                 conn,
@@ -74,6 +103,8 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
                 platform=platform,
                 log_dir=settings.state_dir / "replicas",
                 readiness_timeout=settings.readiness_timeout,
+                kube_api=kube_api,
+                api_group=settings.api_group,
             ),
             "main",
         )
@@ -102,6 +133,9 @@ async def run_service(service: str, settings: Settings, *, platform: str = "loca
         t.cancel()
     with contextlib.suppress(Exception):
         await conn.close()
+    if kube_api is not None:
+        with contextlib.suppress(Exception):
+            await kube_api.close()
     log.info("%s stopped", service)
     return 1 if group.failed.is_set() else 0
 
@@ -273,3 +307,29 @@ async def run_up(
             break
     await asyncio.to_thread(stack.stop)
     return code
+
+
+_DEFAULT_ROUTER = {"local": "proxy", "noop": "noop", "kubernetes": "kubernetes"}
+
+
+def _traffic_provider(router: str, settings: Settings, kube_api: Any) -> Any:
+    if router == "noop":
+        from services.traffic_shifter.providers import NoopProvider
+
+        return NoopProvider()
+    if router == "nginx":
+        from services.traffic_shifter.nginx_provider import NginxProvider
+
+        binary = NginxProvider.available()
+        if binary is None:
+            raise SystemExit("--router nginx: no nginx binary on the PATH (apt-get install nginx)")
+        return NginxProvider(
+            state_dir=settings.state_dir / "nginx", host=settings.proxy_host, nginx_binary=binary
+        )
+    if router == "kubernetes":
+        from services.traffic_shifter.kube.provider import KubernetesTrafficProvider
+
+        return KubernetesTrafficProvider(kube_api)
+    from services.traffic_shifter.providers import LocalProxyProvider
+
+    return LocalProxyProvider(host=settings.proxy_host)

@@ -571,8 +571,17 @@ def _spec_message(e: Exception) -> str:
     return f"{obj}: {e}" if obj else str(e)
 
 
-async def run_planner(conn: Connection, stop: asyncio.Event, ready: asyncio.Event) -> None:
-    """Stand by until this process holds the lease, drive every rollout while it does."""
+async def run_planner(
+    conn: Connection,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    *,
+    on_leading: Callable[[bool], None] | None = None,
+) -> None:
+    """Stand by until this process holds the lease, drive every rollout while it does.
+
+    `on_leading(True/False)` is told when this process starts and stops driving (the Kubernetes
+    bridge writes status only while its planner leads)."""
     kv = await conn.js.key_value(subjects.LEASES_BUCKET)
     lease = Lease(kv, holder=f"{socket.gethostname()}:{os.getpid()}", ttl=LEASE_TTL)
     renew_every = LEASE_TTL / 6  # often, so that a busy loop rarely lets the lease's validity lapse
@@ -599,12 +608,16 @@ async def run_planner(conn: Connection, stop: asyncio.Event, ready: asyncio.Even
             try:
                 await planner.start()
                 ready.set()
+                if on_leading is not None:
+                    on_leading(True)
                 stopping = asyncio.create_task(stop.wait())
                 losing = asyncio.create_task(lost.wait())
                 await asyncio.wait({stopping, losing}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 losing.cancel()
             finally:
+                if on_leading is not None:
+                    on_leading(False)
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer

@@ -16,6 +16,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
+from services.scaler.kube_errors import KubePlatformError
 from services.scaler.local_platform import LocalProcessPlatform, ReplicaStartError, ReplicaTemplate
 from shared import subjects
 from shared.jetstream import Connection
@@ -202,7 +203,7 @@ class Scaler:
             error: str | None = None
             try:
                 await self.platform.apply(desired)
-            except TemplateError as e:
+            except (TemplateError, KubePlatformError) as e:
                 error = str(e)
                 log.warning("%s: %s", key, error)
             except Exception as e:
@@ -251,10 +252,26 @@ async def run_scaler(
     platform: str,
     log_dir: Path,
     readiness_timeout: float,
+    kube_api: Any = None,
+    api_group: str = "argoproj.io",
 ) -> None:
     scaler: Scaler
+    failed: asyncio.Event | None = None
     if platform == "noop":
         scaler = Scaler(conn, NoopPlatform())
+    elif platform == "kubernetes":
+        from services.scaler.kube_platform import KubePlatform
+
+        kube_holder: list[Scaler] = []
+
+        async def on_kube_change(key: str, revision: str) -> None:
+            if kube_holder:
+                await kube_holder[0].on_replica_change(key, revision)
+
+        kube = KubePlatform(kube_api, on_change=on_kube_change, rollout_group=api_group)
+        failed = kube.failed
+        scaler = Scaler(conn, kube)
+        kube_holder.append(scaler)
     else:
         holder: list[Scaler] = []
 
@@ -269,6 +286,14 @@ async def run_scaler(
     await scaler.start()
     ready.set()
     try:
-        await stop.wait()
+        if failed is None:
+            await stop.wait()
+        else:  # a dead ReplicaSet watch would leave ready counts stale: stop and let it restart
+            waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())}
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+            if failed.is_set():
+                raise RuntimeError("the Kubernetes ReplicaSet watch died")
     finally:
         await scaler.stop()

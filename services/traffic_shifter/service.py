@@ -221,6 +221,7 @@ async def run_traffic_shifter(
     *,
     admin_host: str,
     admin_port: int,
+    drift_interval: float = 30.0,
 ) -> None:
     shifter = TrafficShifter(conn, provider)
     await shifter.start()
@@ -234,11 +235,43 @@ async def run_traffic_shifter(
     ready.set()
     # Per-second traffic samples for the canary judge; a failing snapshot is logged, never fatal.
     sampling = asyncio.create_task(samples.run(provider.stats, stop), name="traffic-samples")
+    drift = asyncio.create_task(correct_drift(provider, stop, drift_interval), name="traffic-drift")
     try:
         await stop.wait()
     finally:
-        sampling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampling
+        for task in (sampling, drift):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.cleanup()
         await shifter.stop()
+
+
+async def correct_drift(provider: TrafficProvider, stop: asyncio.Event, interval: float) -> None:
+    """Put the desired weights back when someone edits the router by hand.
+
+    Providers that can watch their objects (Kubernetes) react at once and are also re-checked
+    every `interval` seconds; file-based ones (nginx) are checked every `interval` seconds. A
+    failed check is logged and tried again, never fatal."""
+    watch = getattr(provider, "watch_drift", None)
+    check = getattr(provider, "check_drift", None)
+    watcher = asyncio.create_task(watch(stop), name="drift-watch") if watch is not None else None
+    try:
+        while check is not None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set():
+                break
+            try:
+                corrected = await check()
+                if corrected:
+                    log.warning("router drift corrected: %s object(s) re-applied", int(corrected))
+            except Exception:
+                log.exception("drift check failed; trying again in %gs", interval)
+        if watcher is not None:
+            await stop.wait()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher

@@ -1,7 +1,8 @@
 """The `job` provider in local mode: the Job's first container runs as a local process; success = exit 0.
 
-On Kubernetes the same metric runs a real Job (Kubernetes issue); here `activeDeadlineSeconds`
-(default 600 s) bounds it, and the process group is killed when it is exceeded.
+Here `activeDeadlineSeconds` (default 600 s) bounds it, and the process group is killed when it is
+exceeded. In Kubernetes mode the entry point configures a runner (`use_runner`, e.g.
+services.analyzer.providers.kube_job.KubeJobRunner) and every job metric runs as a real Job.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from services.analyzer.providers.errors import MeasurementError
 
@@ -22,6 +25,30 @@ class JobResult:
         self.succeeded = succeeded
         self.exit_code = exit_code
         self.message = message
+
+
+class JobContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The measurement a Job runs for: names and labels a Kubernetes Job."""
+
+    namespace: str
+    run_id: str  # the AnalysisRun's name
+    metric: str
+    index: int
+
+
+class JobRunner(Protocol):
+    async def run(
+        self, job_spec: dict[str, Any], *, metadata: dict[str, Any] | None, context: JobContext | None
+    ) -> JobResult: ...
+
+
+_runner: JobRunner | None = None
+
+
+def use_runner(runner: JobRunner | None) -> None:
+    """Run every job metric through `runner` from now on (None: back to local processes)."""
+    global _runner
+    _runner = runner
 
 
 def job_command(job_spec: dict[str, Any]) -> tuple[list[str], dict[str, str], float]:
@@ -40,7 +67,11 @@ def job_command(job_spec: dict[str, Any]) -> tuple[list[str], dict[str, str], fl
     return argv, env, deadline
 
 
-async def run_job(job_spec: dict[str, Any]) -> JobResult:
+async def run_job(
+    job_spec: dict[str, Any], *, metadata: dict[str, Any] | None = None, context: JobContext | None = None
+) -> JobResult:
+    if _runner is not None:
+        return await _runner.run(job_spec, metadata=metadata, context=context)
     argv, env, deadline = job_command(job_spec)
     try:
         proc = await asyncio.create_subprocess_exec(
