@@ -205,8 +205,14 @@ def service_env(settings: Settings) -> dict[str, str]:
             "ROLLOUTS_PROXY_HOST": settings.proxy_host,
             "ROLLOUTS_ANALYZER_CONCURRENCY": str(settings.analyzer_concurrency),
             "ROLLOUTS_ANALYZER_ACK_WAIT": str(settings.analyzer_ack_wait),
+            "ROLLOUTS_API_GROUP": settings.api_group,
+            "ROLLOUTS_DRIFT_INTERVAL": str(settings.drift_interval),
         }
     )
+    if settings.kube_url:
+        env["ROLLOUTS_KUBE_URL"] = settings.kube_url
+    if settings.watch_namespace:
+        env["ROLLOUTS_WATCH_NAMESPACE"] = settings.watch_namespace
     return env
 
 

@@ -99,10 +99,22 @@ def rollout(
 
 
 class Harness:
-    def __init__(self, tmp: Path, *, analyzers: int = 1, planners: int = 1, platform: str = "local") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        analyzers: int = 1,
+        planners: int = 1,
+        platform: str = "local",
+        kube_url: str | None = None,
+    ) -> None:
         self.tmp = tmp
         self.settings = Settings(
-            nats_url=f"nats://127.0.0.1:{free_port()}", state_dir=tmp / "state", admin_port=free_port()
+            nats_url=f"nats://127.0.0.1:{free_port()}",
+            state_dir=tmp / "state",
+            admin_port=free_port(),
+            kube_url=kube_url,
+            drift_interval=2.0,
         )
         self.stack = Stack(
             self.settings,
