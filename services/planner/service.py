@@ -251,7 +251,7 @@ class Planner:
     # --- inputs -----------------------------------------------------------------------------
 
     async def _on_request(self, msg: Msg) -> None:
-        found = self.replies.on_core((msg.subject, msg.data), msg.reply or None)
+        found = self.replies.on_core(_reply_key(msg), msg.reply or None)
         if found is not None:
             await self.conn.nc.publish(*found)
 
@@ -271,11 +271,11 @@ class Planner:
         except Exception as e:  # the error boundary: never let one message kill the planner
             log.exception("command %s failed", msg.subject)
             reply = CommandReply(ok=False, error=f"internal error: {e!r}")
-        await self._answer(msg.subject, msg.data, encoder.encode(reply))
+        await self._answer(_reply_key(msg), encoder.encode(reply))
         await msg.ack()
 
-    async def _answer(self, subject: str, data: bytes, payload: bytes) -> None:
-        inbox = self.replies.on_handled((subject, data), payload)
+    async def _answer(self, key: tuple[str, bytes], payload: bytes) -> None:
+        inbox = self.replies.on_handled(key, payload)
         if inbox:
             await self.conn.nc.publish(inbox, payload)
 
@@ -541,6 +541,15 @@ class Planner:
             self.timers[key] = asyncio.get_running_loop().call_later(
                 1.0, lambda: asyncio.ensure_future(self._tick(namespace, name))
             )
+
+
+def _reply_key(msg: Msg) -> tuple[str, bytes]:
+    """What pairs a command's core copy (with the requester's inbox) with its stream copy.
+
+    A client-given Nats-Msg-Id is part of it: a duplicate the stream drops has a core copy only,
+    and keyed by its own id that copy can never take the place of a later, different command."""
+    msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+    return (msg.subject, msg.data if not msg_id else msg_id.encode() + b"\0" + msg.data)
 
 
 def _is_feedback(event: Input) -> bool:
