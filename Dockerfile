@@ -15,9 +15,12 @@ COPY shared ./shared
 COPY services ./services
 RUN pip install .
 
-# Local mode: replica logs go to $ROLLOUTS_STATE_DIR/replicas.
+# Local mode: replica logs go to $ROLLOUTS_STATE_DIR/replicas. The services run as an unprivileged
+# user (uid 65532, as deploy/kubernetes/*.yaml's securityContext expects).
 ENV ROLLOUTS_STATE_DIR=/var/lib/rollouts
-RUN mkdir -p /var/lib/rollouts
+RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin rollouts \
+    && mkdir -p /var/lib/rollouts && chown rollouts /var/lib/rollouts
+USER 65532
 
 ENTRYPOINT ["rollouts"]
 CMD ["--help"]
