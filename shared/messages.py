@@ -27,6 +27,7 @@ class TrafficDesired(_Msg, frozen=True):
     name: str
     generation: int
     stable_revision: str | None
+    uid: str = ""  # the rollout's incarnation: generations count anew after a delete and re-create
     canary_revision: str | None = None
     canary_weight: int = 0
     port: int | None = None  # local mode: where the built-in proxy serves the rollout
@@ -61,6 +62,7 @@ class ScaleDesired(_Msg, frozen=True):
     name: str
     generation: int
     sets: tuple[ReplicaSetDesired, ...] = ()
+    uid: str = ""  # the rollout's incarnation (see TrafficDesired.uid)
     # Kubernetes mode: canary/stable (or active/preview) Services and the revision each should select.
     services: tuple[ServiceSelector, ...] = ()
 
@@ -82,6 +84,7 @@ class TrafficConfirmed(_Msg, frozen=True, tag="trafficConfirmed", tag_field="typ
     generation: int
     canary_weight: int
     error: str | None = None
+    uid: str = ""  # TrafficDesired.uid of what was applied
 
 
 class ReplicaSetObserved(_Msg, frozen=True):
@@ -96,6 +99,7 @@ class ScaleObserved(_Msg, frozen=True, tag="scaleObserved", tag_field="type"):
     generation: int
     sets: tuple[ReplicaSetObserved, ...] = ()
     error: str | None = None
+    uid: str = ""  # ScaleDesired.uid of what was observed
 
 
 class AnalysisRunStarted(_Msg, frozen=True, tag="analysisRunStarted", tag_field="type"):

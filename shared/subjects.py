@@ -14,7 +14,18 @@ PREFIX = "rollouts"
 # --- public: commands (users, CLI, any NATS client) ---------------------------------------
 COMMANDS_STREAM = "ROLLOUTS_COMMANDS"
 COMMANDS_WILDCARD = f"{PREFIX}.cmd.>"
-COMMAND_VERBS = ("promote", "abort", "retry", "pause", "resume", "apply", "undo", "set-image", "restart")
+COMMAND_VERBS = (
+    "promote",
+    "abort",
+    "retry",
+    "pause",
+    "resume",
+    "apply",
+    "undo",
+    "set-image",
+    "restart",
+    "delete",
+)
 
 # --- public: events (every state transition) ---------------------------------------------
 EVENTS_STREAM = "ROLLOUTS_EVENTS"

@@ -318,7 +318,9 @@ class Analyzer:
                 spec = substitute(spec, values)
             metric = msgspec.convert(spec, Metric)
             policy = policy_of(metric, dry_run=work.dry_run)
-            context = JobContext(namespace=work.namespace, run_id=work.run_id, metric=metric.name, index=work.index)
+            context = JobContext(
+                namespace=work.namespace, run_id=work.run_id, metric=metric.name, index=work.index
+            )
             measured = await measure(metric, session=self.session, context=context)  # type: ignore[arg-type]
             value = measured.value
             if measured.phase is not None:

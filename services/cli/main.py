@@ -13,7 +13,7 @@ from typing import Any
 from shared import subjects
 from shared.settings import DEFAULT_NATS_URL, Settings
 
-VERBS = ("promote", "abort", "retry", "pause", "resume", "undo", "restart")
+VERBS = ("promote", "abort", "retry", "pause", "resume", "undo", "restart", "delete")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -261,6 +261,7 @@ def _past(verb: str) -> str:
         "retry": "retried",
         "pause": "paused",
         "resume": "resumed",
+        "delete": "deleted",
     }[verb]
 
 

@@ -335,7 +335,7 @@ def _traffic_provider(router: str, settings: Settings, kube_api: Any) -> Any:
     if router == "kubernetes":
         from services.traffic_shifter.kube.provider import KubernetesTrafficProvider
 
-        return KubernetesTrafficProvider(kube_api)
+        return KubernetesTrafficProvider(kube_api, rollout_group=settings.api_group)
     from services.traffic_shifter.providers import LocalProxyProvider
 
     return LocalProxyProvider(host=settings.proxy_host)

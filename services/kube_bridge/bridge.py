@@ -249,10 +249,20 @@ class KubeBridge:
         key = (translate.subject_namespace(ROLLOUT, obj), translate.object_name(obj))
         if event_type == DELETED:
             self.rollouts.pop(key, None)
-            # There is no delete verb: the planner keeps driving the rollout until one exists.
-            log.warning(
-                "%s/%s: Rollout resource deleted; the planner keeps its state (no delete command)", *key
+            meta = obj.get("metadata") or {}
+            reply = await self._send(
+                BridgeCommand(
+                    namespace=key[0],
+                    name=key[1],
+                    verb="delete",
+                    msg_id=translate.msg_id(
+                        str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""), "delete"
+                    ),
+                    reason="the Rollout resource was deleted",
+                )
             )
+            if reply is not None and not reply.ok:
+                log.info("%s/%s: Rollout resource deleted; planner: %s", *key, reply.error)
             return
         r = self.rollouts.setdefault(key, _Rollout())
         async with r.lock:

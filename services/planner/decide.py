@@ -26,6 +26,7 @@ from services.planner.state import (
     Apply,
     CanaryScaleStep,
     Command,
+    Delete,
     Emit,
     ExperimentProgress,
     ExperimentStep,
@@ -130,7 +131,17 @@ def decide(
             return None, []  # feedback about a rollout we no longer know: nothing to do
         return None, [Reject(message=f"rollout {namespace}/{name} not found")]
 
+    if state.deleted:  # a tombstone waiting for its key to be removed: nothing more happens to it
+        if isinstance(
+            event, (TrafficApplied, ScaleReported, AnalysisStarted, AnalysisMeasured, AnalysisErrored, Tick)
+        ):
+            return state, []
+        return state, [Reject(message=f"rollout {namespace}/{name} is being deleted")]
     c = _Ctx(state, now)
+    if isinstance(event, Delete):
+        _delete(c)
+        c.s.updated_at = now
+        return c.s, c.out
     match event:
         case Apply():
             rejected = _apply(c, event)
@@ -383,6 +394,34 @@ def _retry(c: _Ctx) -> str | None:
     s.scale_downs = _without(s.scale_downs, s.current_hash)
     c.emit("RolloutRetried", f"Rollout retried: revision {s.revision} restarts at step 1")
     return None
+
+
+def _delete(c: _Ctx) -> None:
+    """The Rollout is gone (`rollouts delete`, or its Kubernetes resource was deleted): stop its
+    analysis runs, scale every revision to zero and take it off the router (Kubernetes routers keep
+    their objects, as Argo leaves them; the local proxy stops listening)."""
+    s = c.s
+    for run in runs_of(s):
+        c.out.append(StopAnalysis(run_id=run.run_id))
+    s.analysis = s.background = None
+    s.experiment = None
+    s.deleted = True
+    s.pause_conditions = ()
+    _publish_scale(c, {}, force=True)  # every revision to zero
+    s.traffic_generation += 1
+    c.out.append(
+        PublishTraffic(
+            desired=TrafficDesired(
+                namespace=s.namespace,
+                name=s.name,
+                generation=s.traffic_generation,
+                stable_revision=None,
+                uid=s.uid,
+            )
+        )
+    )
+    s.phase, s.message = "Deleted", "the Rollout was deleted"
+    c.emit("RolloutDeleted", "Rollout deleted: every revision scaled to zero, its analysis runs stopped")
 
 
 def _restart(c: _Ctx) -> str | None:
@@ -1160,6 +1199,7 @@ def _publish_scale(c: _Ctx, replicas: dict[str, int], *, force: bool = False) ->
                 namespace=s.namespace,
                 name=s.name,
                 generation=s.scale_generation,
+                uid=s.uid,
                 sets=sets,
                 services=tuple(ServiceSelector(service=k, revision=v) for k, v in sorted(selected.items())),
             )
@@ -1217,6 +1257,7 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
                 namespace=s.namespace,
                 name=s.name,
                 generation=s.traffic_generation,
+                uid=s.uid,
                 stable_revision=stable,
                 canary_revision=canary,
                 canary_weight=weight,

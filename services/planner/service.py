@@ -35,6 +35,7 @@ from services.planner.state import (
     AnalysisProgress,
     AnalysisStarted,
     Apply,
+    Delete,
     Emit,
     Input,
     Pause,
@@ -178,6 +179,8 @@ class Planner:
             )
         )
         await self._publish_outboxes()
+        for key in [k for k, st in self.states.items() if st.deleted]:
+            await self._forget(key)
         for key in list(self.states):
             self._arm_timer(key)
         log.info("planner started with %d rollout(s)", len(self.states))
@@ -302,6 +305,8 @@ class Planner:
                 event = Resume()
             case "restart":
                 event = Restart()
+            case "delete":
+                event = Delete()
             case _:
                 raise CommandError(f"verb {verb!r} is not supported")
         return await self.handle(namespace, name, event, now)
@@ -385,7 +390,8 @@ class Planner:
                     )
                 case AnalysisRunErrored():
                     event = AnalysisErrored(run_id=fb.run_id, message=fb.message)
-            await self.handle(fb.namespace, fb.name, event, now, report=fb)
+            uid = fb.uid if isinstance(fb, (TrafficConfirmed, ScaleObserved)) else ""
+            await self.handle(fb.namespace, fb.name, event, now, report=fb, uid=uid)
         except msgspec.DecodeError as e:
             log.warning("malformed feedback on %s dropped: %s", msg.subject, e)
         except Exception:
@@ -397,7 +403,14 @@ class Planner:
     # --- the core step --------------------------------------------------------------------------
 
     async def handle(
-        self, namespace: str, name: str, event: Input, now: float, *, report: Feedback | None = None
+        self,
+        namespace: str,
+        name: str,
+        event: Input,
+        now: float,
+        *,
+        report: Feedback | None = None,
+        uid: str = "",
     ) -> CommandReply:
         """Decide on one input of one rollout; the rollout's inputs are handled one at a time, in order
         (its lock is taken before the first await), and `report` is folded into its AnalysisRun record."""
@@ -409,6 +422,8 @@ class Planner:
             if report is not None:
                 await self.recorder.reported(report, now)
             old = self.states.get(key)
+            if uid and (old is None or old.uid != uid):
+                return CommandReply(ok=True)  # feedback about a deleted incarnation of this name
             new, commands = decide(old, event, now, namespace=namespace, name=name)
             rejected = [c.message for c in commands if isinstance(c, Reject)]
             if rejected:
@@ -429,6 +444,9 @@ class Planner:
                 finally:
                     await self._stored(key, stored)
                 self.states[key] = new
+                if new.deleted:
+                    await self._forget(key)
+                    return CommandReply(ok=True, status=status_of(new))
                 for run in runs_of(new):
                     await self.recorder.progressed(run, now)
                 for ended in _ended_runs(old, new):
@@ -440,6 +458,16 @@ class Planner:
             return CommandReply(
                 ok=True, status=status_of(new) if new and report is None and not _is_feedback(event) else None
             )
+
+    async def _forget(self, key: str) -> None:
+        """A deleted rollout's outputs are out: remove its key (a crash before this leaves a
+        tombstone, whose outbox the next planner republishes and then removes the same way)."""
+        assert self.kv is not None
+        await self.kv.delete(key)
+        self.states.pop(key, None)
+        self.kv_revisions.pop(key, None)
+        self.locks.pop(key, None)
+        self._arm_timer(key)
 
     async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck] | None:
         """Compare-and-set: a write based on a state another planner has since replaced fails.
@@ -502,7 +530,9 @@ class Planner:
                 case StartAnalysis():
                     await self.recorder.created(c, now)
                     await out(
-                        subjects.analysis_work("start", c.namespace, c.name), encoder.encode(c), f"an.{c.run_id}"
+                        subjects.analysis_work("start", c.namespace, c.name),
+                        encoder.encode(c),
+                        f"an.{c.run_id}",
                     )
                 case StopAnalysis(run_id=run_id):
                     assert self.runs is not None

@@ -226,6 +226,7 @@ class RolloutState(_Mutable):
     message: str = ""
     event_seq: int = 0
     updated_at: float = 0.0
+    deleted: bool = False  # a tombstone: its last outputs are published, then the key is removed
     # The outputs of the decision that produced this state, stored with it and published after the
     # write: a planner that dies in between has its successor publish them (Nats-Msg-Id dedupes).
     outbox: tuple[Outbound, ...] = ()
@@ -260,6 +261,10 @@ class Resume(_S, frozen=True, tag="resume", tag_field="type"):
 
 
 class Tick(_S, frozen=True, tag="tick", tag_field="type"):
+    pass
+
+
+class Delete(_S, frozen=True, tag="delete", tag_field="type"):
     pass
 
 
@@ -310,6 +315,7 @@ Input = (
     | Resume
     | Tick
     | Restart
+    | Delete
     | TrafficApplied
     | ScaleReported
     | AnalysisStarted

@@ -186,7 +186,7 @@ class Scaler:
             return
         key = f"{desired.namespace}/{desired.name}"
         current = self.latest.get(key)
-        if current is not None and current.generation > desired.generation:
+        if current is not None and current.uid == desired.uid and current.generation > desired.generation:
             return
         self.latest[key] = desired
         self.wake.setdefault(key, asyncio.Event()).set()
@@ -227,6 +227,7 @@ class Scaler:
             namespace=namespace,
             name=name,
             generation=desired.generation,
+            uid=desired.uid,
             sets=tuple(
                 ReplicaSetObserved(revision=s.revision, desired=s.replicas, ready=ready.get(s.revision, 0))
                 for s in desired.sets

@@ -50,6 +50,12 @@ class LocalProxyProvider:
 
     async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
         key = f"{desired.namespace}/{desired.name}"
+        if desired.stable_revision is None and desired.canary_revision is None:
+            # The rollout was deleted: stop serving it.
+            for k in (key, f"{key}{PREVIEW_SUFFIX}"):
+                if k in self.proxies:
+                    await self.proxies.pop(k).stop()
+            return
         if desired.port is None:
             raise ValueError(
                 "spec.template.spec.containers[0].ports: local mode serves a rollout on its first containerPort; none is declared"

@@ -40,7 +40,7 @@ class TrafficShifter:
         self.provider = provider
         self.desired: dict[str, TrafficDesired] = {}
         self.endpoints: dict[str, Endpoints] = {}
-        self.confirmed: dict[str, int] = {}
+        self.confirmed: dict[str, tuple[str, int]] = {}  # rollout -> (uid, generation) confirmed
         self.services: dict[str, tuple[str, str]] = {}  # service name -> (rollout key, role)
         self.locks: dict[str, asyncio.Lock] = {}
         self.subs: list[Any] = []
@@ -84,7 +84,7 @@ class TrafficShifter:
             return
         key = f"{desired.namespace}/{desired.name}"
         current = self.desired.get(key)
-        if current is not None and current.generation > desired.generation:
+        if current is not None and current.uid == desired.uid and current.generation > desired.generation:
             return
         self.desired[key] = desired
         for service, role in (
@@ -135,7 +135,7 @@ class TrafficShifter:
             except Exception as e:  # a router failure is reported, never confirmed
                 log.exception("%s: applying weight %d failed", key, desired.canary_weight)
                 error = str(e) or repr(e)
-            if error is None and self.confirmed.get(key) == desired.generation:
+            if error is None and self.confirmed.get(key) == (desired.uid, desired.generation):
                 return  # already confirmed (e.g. an endpoints change re-applied the same weights)
             confirmation = TrafficConfirmed(
                 namespace=desired.namespace,
@@ -143,15 +143,18 @@ class TrafficShifter:
                 generation=desired.generation,
                 canary_weight=desired.canary_weight,
                 error=error,
+                uid=desired.uid,
             )
-            msg_id = f"tc.{desired.namespace}.{desired.name}.{desired.generation}" + (".err" if error else "")
+            msg_id = f"tc.{desired.namespace}.{desired.name}.{desired.uid}.{desired.generation}" + (
+                ".err" if error else ""
+            )
             await self.conn.publish(
                 subjects.feedback("traffic", desired.namespace, desired.name),
                 encoder.encode(confirmation),
                 headers={"Nats-Msg-Id": msg_id},
             )
             if error is None:
-                self.confirmed[key] = desired.generation
+                self.confirmed[key] = (desired.uid, desired.generation)
 
     # --- admin / metrics HTTP -------------------------------------------------------------------
 

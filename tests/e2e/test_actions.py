@@ -86,3 +86,50 @@ async def test_restart_replaces_every_replica_without_dropping_requests(stack: H
     assert len(await pids(port, 10)) == 2
     events = [e.type for e in await stack.client.history("default", "web")]
     assert "RolloutRestarted" in events
+
+
+async def test_delete_stops_replicas_and_the_proxy_and_forgets_the_rollout(stack: Harness) -> None:
+    import os
+
+    port = free_port()
+    await stack.apply(rollout("web", version=1, port=port, steps=STEPS, replicas=2))
+    await stack.wait("web", lambda s: s["phase"] == "Healthy")
+    replicas = await pids(port, 10)
+    assert len(replicas) == 2
+    feed = await stack.client.feed("default", "web", history=False)
+    try:
+        code, out, err = await stack.cli("delete", "web")
+        assert code == 0 and "deleted" in out, err
+        while (await feed.get(timeout=10)).type != "RolloutDeleted":
+            pass
+    finally:
+        await feed.close()
+    code, _, err = await stack.cli("get", "web")
+    assert code == 1 and "not found" in err
+    deadline = asyncio.get_running_loop().time() + 30
+    while any(_alive(pid) for pid in replicas):  # the scaler stops them (draining first)
+        assert asyncio.get_running_loop().time() < deadline, "replicas still running"
+        await asyncio.sleep(0.05)
+    while True:  # and the traffic-shifter stops listening on the rollout's port
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            break
+        writer.close()
+        assert asyncio.get_running_loop().time() < deadline, "proxy still listening"
+        await asyncio.sleep(0.05)
+    # The name is free again: applying it creates a new rollout at revision 1.
+    await stack.apply(rollout("web", version=2, port=port, steps=STEPS, replicas=1))
+    st = await stack.wait("web", lambda s: s["phase"] == "Healthy")
+    assert st["currentRevision"] == 1
+    assert os.getpid() not in replicas
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

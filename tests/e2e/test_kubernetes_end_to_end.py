@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from services.cli.client import CliError
 from tests.e2e.harness import Harness
 from tests.support.kube_api import KubeEmulator
 
@@ -237,3 +238,18 @@ async def test_rollout_resource_canary_promoted_then_aborted(cluster: tuple[Kube
     st = await until("aborted", lambda: status(kube).get("phase") == "Degraded" and status(kube), h)
     assert st["abort"] is True and st["stableRS"] == canary
     await until("weights back on stable", lambda: weights(kube) == {"web-stable": 100, "web-canary": 0}, h)
+
+    # `kubectl delete rollout web`: the planner forgets it (its ReplicaSets go by owner reference).
+    kube.delete(ARGO, "rollouts", NS, "web")
+
+    async def gone() -> bool:
+        try:
+            await h.client.state(NS, "web")
+        except CliError:
+            return True
+        return False
+
+    deadline = time.monotonic() + 30
+    while not await gone():
+        assert time.monotonic() < deadline, f"the planner still has rollout web\n{h.logs()}"
+        await asyncio.sleep(0.05)

@@ -41,6 +41,7 @@ from services.planner.state import (
     AnalysisStarted,
     Apply,
     Command,
+    Delete,
     Emit,
     Input,
     Pause,
@@ -1127,3 +1128,27 @@ def test_weight_waits_for_fresh_readiness_of_a_revision_that_was_scaled_down() -
     assert w.s.current_hash == b and w.s.revision == 3
     assert scales(cmds) == [{w.s.stable_hash: 10, b: 1}]
     assert weights(cmds) == []  # no weight before a ScaleReported shows the new pod ready
+
+
+def test_delete_stops_runs_scales_to_zero_and_leaves_a_tombstone() -> None:
+    w = stable_world()
+    w.send(apply("my-app:2.1.0"))
+    w.send(Promote())  # past the indefinite pause, into the timed one
+    w.answer_scale = w.answer_traffic = False
+    cmds = w.send(Delete())
+    assert w.s.deleted and w.s.phase == "Deleted"
+    assert scales(cmds) == [{}]  # every revision to zero
+    traffic = of_type(cmds, PublishTraffic)
+    assert len(traffic) == 1 and traffic[0].desired.stable_revision is None
+    assert [e.type for e in events(cmds)] == ["RolloutDeleted"]
+    # Feedback and ticks for a tombstone change nothing; commands are refused with a reason.
+    before = msgspec.json.encode(w.s)
+    assert w.send(Tick(), at=w.now + 3600) == []
+    assert msgspec.json.encode(w.s) == before
+    (reject,) = w.send(Abort())
+    assert isinstance(reject, Reject) and "being deleted" in reject.message
+
+
+def test_delete_of_an_unknown_rollout_is_refused() -> None:
+    state, cmds = decide(None, Delete(), T0, namespace=NS, name="nope")
+    assert state is None and isinstance(cmds[0], Reject) and "not found" in cmds[0].message

@@ -20,10 +20,10 @@ class ObjectNotFound(RouterError):
     """An object the rollout's trafficRouting names does not exist."""
 
 
-def owner_reference(rollout: str, uid: str) -> dict[str, Any]:
+def owner_reference(rollout: str, uid: str, api_version: str = ROLLOUT_API_VERSION) -> dict[str, Any]:
     """The controller reference Argo puts on the objects it creates (metav1.NewControllerRef)."""
     return {
-        "apiVersion": ROLLOUT_API_VERSION,
+        "apiVersion": api_version,
         "kind": "Rollout",
         "name": rollout,
         "uid": uid,

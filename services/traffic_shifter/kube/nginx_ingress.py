@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from services.traffic_shifter.kube import RouterError, controlled_by, owner_reference
+from services.traffic_shifter.kube import ROLLOUT_API_VERSION, RouterError, controlled_by, owner_reference
 from shared.routes import HeaderRoute
 from shared.specs.rollouts import NginxTrafficRouting
 
@@ -53,6 +53,7 @@ class NginxWeights(msgspec.Struct, frozen=True, kw_only=True):
     max_weight: int | None = None  # trafficRouting.maxTrafficWeight
     header_routes: tuple[HeaderRoute, ...] = ()
     owner_uid: str | None = None  # the Rollout's uid; None: no ownerReference can be set or checked
+    owner_api_version: str = ROLLOUT_API_VERSION  # the Rollout's group/version (ROLLOUTS_API_GROUP)
 
 
 def stable_ingresses(spec: NginxTrafficRouting) -> list[tuple[str, str]]:
@@ -80,7 +81,9 @@ def canary_ingress(stable: Obj, live: Obj | None, spec: NginxTrafficRouting, wan
     if live is None:
         metadata: Obj = {"name": name, "namespace": namespace, "annotations": annotations}
         if want.owner_uid:
-            metadata["ownerReferences"] = [owner_reference(want.rollout, want.owner_uid)]
+            metadata["ownerReferences"] = [
+                owner_reference(want.rollout, want.owner_uid, want.owner_api_version)
+            ]
         return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": body}
     if want.owner_uid and not controlled_by(live, want.owner_uid):
         raise RouterError(

@@ -85,8 +85,10 @@ class KubernetesTrafficProvider:
         smi_version: str = smi.DEFAULT_VERSION,
         max_attempts: int = MAX_ATTEMPTS,
         watch_seconds: int = WATCH_SECONDS,
+        rollout_group: str = "argoproj.io",  # ROLLOUTS_API_GROUP: where the Rollout objects live
     ) -> None:
         self.api_client = api_client
+        self.rollout_api_version = f"{rollout_group}/{ROLLOUT_API_VERSION.split('/')[1]}"
         self.custom = client.CustomObjectsApi(api_client)
         self.networking = client.NetworkingV1Api(api_client)
         self.virtual_services = Kind(
@@ -323,6 +325,7 @@ class KubernetesTrafficProvider:
             max_weight=routing.max_traffic_weight,
             header_routes=desired.header_routes,
             owner_uid=owner_uid,
+            owner_api_version=self.rollout_api_version,
         )
         written = 0
         for stable_name, field in nginx_ingress.stable_ingresses(spec):
@@ -356,6 +359,7 @@ class KubernetesTrafficProvider:
             stable_service=desired.stable_service or "",
             canary_weight=desired.canary_weight,
             owner_uid=owner_uid,
+            owner_api_version=self.rollout_api_version,
         )
         name = smi.traffic_split_name(spec, desired.name)
         ref = ManagedObject(
@@ -477,7 +481,7 @@ class KubernetesTrafficProvider:
 
     async def _owner_uid(self, desired: TrafficDesired) -> str | None:
         """The Rollout's uid, for ownerReferences; None when the Rollout is not stored in this cluster."""
-        group, version = ROLLOUT_API_VERSION.split("/")
+        group, version = self.rollout_api_version.split("/")
         try:
             rollout = await self.custom.get_namespaced_custom_object(
                 group, version, desired.namespace, "rollouts", desired.name

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from services.traffic_shifter.kube import RouterError, controlled_by, owner_reference
+from services.traffic_shifter.kube import ROLLOUT_API_VERSION, RouterError, controlled_by, owner_reference
 from shared.specs.rollouts import SMITrafficRouting
 
 FIELD = "spec.strategy.canary.trafficRouting.smi"
@@ -36,6 +36,7 @@ class SmiWeights(msgspec.Struct, frozen=True, kw_only=True):
     stable_service: str
     canary_weight: int
     owner_uid: str | None = None  # the Rollout's uid; None: no ownerReference can be set or checked
+    owner_api_version: str = ROLLOUT_API_VERSION  # the Rollout's group/version (ROLLOUTS_API_GROUP)
 
 
 def traffic_split_name(spec: SMITrafficRouting, rollout: str) -> str:
@@ -57,7 +58,9 @@ def traffic_split(live: Obj | None, spec: SMITrafficRouting, want: SmiWeights, *
     if live is None:
         metadata: Obj = {"name": name, "namespace": want.namespace}
         if want.owner_uid:
-            metadata["ownerReferences"] = [owner_reference(want.rollout, want.owner_uid)]
+            metadata["ownerReferences"] = [
+                owner_reference(want.rollout, want.owner_uid, want.owner_api_version)
+            ]
         return {
             "apiVersion": f"{GROUP}/{api_version}",
             "kind": "TrafficSplit",
