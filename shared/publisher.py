@@ -87,10 +87,10 @@ class AckPublisher:
         token = f"{self._prefix}{next(self._ids)}"
         fut: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         self._pending[token] = (fut, time.monotonic() + self.timeout)
-        fut.add_done_callback(lambda _: self._pending.pop(token, None))
         try:
             await self.nc.publish(subject, payload, reply=token, headers=headers)
         except BaseException:
+            self._pending.pop(token, None)
             fut.cancel()
             raise
         return fut
@@ -99,9 +99,9 @@ class AckPublisher:
         return check(await (await self.send(subject, payload, headers)), subject)
 
     async def _on_ack(self, msg: Msg) -> None:
-        entry = self._pending.get(msg.subject)
+        entry = self._pending.pop(msg.subject, None)
         if entry is None or entry[0].done():
-            return  # late ack of a publish that timed out
+            return  # late ack of a publish that timed out, or one whose waiter was cancelled
         fut = entry[0]
         if not msg.data:  # no responders: a 503 status without a body
             fut.set_exception(NoStreamResponseError())
@@ -115,9 +115,11 @@ class AckPublisher:
         while True:
             await asyncio.sleep(min(1.0, self.timeout / 2))
             now = time.monotonic()
-            for fut, deadline in list(self._pending.values()):
-                if deadline < now and not fut.done():
-                    fut.set_exception(TimeoutError(f"no JetStream ack within {self.timeout:g}s"))
+            for token, (fut, deadline) in list(self._pending.items()):
+                if deadline < now:
+                    del self._pending[token]
+                    if not fut.done():
+                        fut.set_exception(TimeoutError(f"no JetStream ack within {self.timeout:g}s"))
 
 
 def check(ack: PubAck, subject: str) -> PubAck:

@@ -1,5 +1,6 @@
 """Secret values for analysis arguments (`valueFrom.secretKeyRef`), and keeping them out of every output.
 
+Kubernetes mode reads the Secret in the rollout's namespace (services/analyzer/kube_secrets.py).
 Local mode reads a file named by ROLLOUTS_SECRETS_FILE (YAML or JSON: `{namespace: {secret: {key: value}}}`,
 or `{secret: {key: value}}` for every namespace) and the environment (`ROLLOUTS_SECRET_<SECRET>_<KEY>`,
 upper case, `-` and `.` as `_`). Errors name the secret and key, never a value.
@@ -11,7 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -24,6 +25,10 @@ class SecretError(LookupError):
 
 def _env_name(secret: str, key: str) -> str:
     return "ROLLOUTS_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{secret}_{key}").upper()
+
+
+class SecretSource(Protocol):
+    async def fetch(self, namespace: str, secret: str, key: str) -> str: ...
 
 
 class SecretStore:
@@ -43,6 +48,9 @@ class SecretStore:
     def from_env() -> SecretStore:
         path = os.environ.get("ROLLOUTS_SECRETS_FILE")
         return SecretStore(file=Path(path) if path else None)
+
+    async def fetch(self, namespace: str, secret: str, key: str) -> str:
+        return self.get(namespace, secret, key)
 
     def get(self, namespace: str, secret: str, key: str) -> str:
         scoped = self.data.get(namespace)

@@ -37,7 +37,7 @@ from services.analyzer.assess import (
 from services.analyzer.measuring import measure
 from services.analyzer.providers.errors import MeasurementError
 from services.analyzer.providers.job import JobContext
-from services.analyzer.secrets import SecretError, SecretStore, redact
+from services.analyzer.secrets import SecretError, SecretSource, SecretStore, redact
 from services.analyzer.templates import ResolveError, resolve, substitute
 from shared import subjects
 from shared.durations import parse_go_duration
@@ -114,7 +114,7 @@ class Analyzer:
         self.templates: KeyValue | None = None
         self.runs: KeyValue | None = None
         self.measured = 0
-        self.secrets = SecretStore.from_env()
+        self.secrets: SecretSource = SecretStore.from_env()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         js = self.conn.js
@@ -313,7 +313,10 @@ class Analyzer:
         try:
             spec = work.metric
             if work.secrets:
-                values = {arg: self.secrets.get(work.namespace, s, k) for arg, (s, k) in work.secrets.items()}
+                values = {
+                    arg: await self.secrets.fetch(work.namespace, s, k)
+                    for arg, (s, k) in work.secrets.items()
+                }
                 hidden = list(values.values())
                 spec = substitute(spec, values)
             metric = msgspec.convert(spec, Metric)
@@ -385,6 +388,16 @@ def _jsonable(value: Any) -> Any:
 
 
 async def run_analyzer(
-    conn: Connection, stop: asyncio.Event, ready: asyncio.Event, *, concurrency: int, ack_wait: float
+    conn: Connection,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    *,
+    concurrency: int,
+    ack_wait: float,
+    secrets: SecretSource | None = None,
 ) -> None:
-    await Analyzer(conn, concurrency=concurrency, ack_wait=ack_wait).run(stop, ready)
+    """`secrets`: where secretKeyRef arguments come from (default: file and environment)."""
+    analyzer = Analyzer(conn, concurrency=concurrency, ack_wait=ack_wait)
+    if secrets is not None:
+        analyzer.secrets = secrets
+    await analyzer.run(stop, ready)

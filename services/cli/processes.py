@@ -78,6 +78,7 @@ async def run_service(
         from services.analyzer.service import run_analyzer
 
         if kube_api is not None:
+            from services.analyzer.kube_secrets import KubeSecretStore
             from services.analyzer.providers import job
             from services.analyzer.providers.kube_job import KubeJobRunner
 
@@ -89,6 +90,7 @@ async def run_service(
                 ready,
                 concurrency=settings.analyzer_concurrency,
                 ack_wait=settings.analyzer_ack_wait,
+                secrets=KubeSecretStore(kube_api) if kube_api is not None else None,
             ),
             "main",
         )

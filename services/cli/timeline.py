@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from services.planner.basic_canary import desired_counts
 from services.planner.decide import canary_size
 from services.planner.state import (
     AnalysisStep,
@@ -59,6 +60,8 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
     scale: CanaryScaleStep | None = None  # the setCanaryScale in force, as decide() tracks it
     weight = 0
     canary = 0
+    stable = replicas
+    basic = plan.routing is None and plan.strategy == "canary"  # the pod counts carry the split
     elapsed = 0.0
     manual = plan.paused  # spec.paused holds the update before its first step
     out: list[TimelineEntry] = []
@@ -71,7 +74,7 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
                 kind=kind,
                 set_weight=extra.pop("set_weight", weight),
                 canary_replicas=extra.pop("canary_replicas", canary),
-                stable_replicas=extra.pop("stable_replicas", replicas),
+                stable_replicas=extra.pop("stable_replicas", stable),
                 min_seconds=elapsed,
                 manual=manual,
                 min_time=MANUAL if manual else format_duration(elapsed),
@@ -84,14 +87,22 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
         match step:
             case SetWeightStep(weight=requested):
                 weight = min(requested, plan.max_traffic_weight)
-                canary = canary_size(plan, weight, scale)
                 capped = weight != requested
+                if basic:
+                    canary, stable = desired_counts(replicas, weight)
+                    how = (
+                        f": {canary} canary and {stable} stable pods (no traffic router: the pod counts "
+                        f"carry the split; maxSurge {plan.max_surge}, maxUnavailable {plan.max_unavailable})"
+                    )
+                else:
+                    canary = canary_size(plan, weight, scale)
+                    how = f": canary scaled to {canary} of {replicas} first"
                 add(
                     i,
                     "setWeight",
                     f"set weight {weight}"
                     + (f" (setWeight {requested} capped by maxTrafficWeight)" if capped else "")
-                    + f": canary scaled to {canary} of {replicas} first",
+                    + how,
                     requested_weight=requested if capped else None,
                 )
             case PauseStep(seconds=seconds):

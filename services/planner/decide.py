@@ -7,6 +7,7 @@ of the message that carried it), so a redelivered message yields the very same o
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from services.analyzer.assess import Phase, run_phase
+from services.planner import basic_canary
 from services.planner.state import (
     Abort,
     AnalysisErrored,
@@ -111,7 +113,9 @@ class _Ctx:
         )
 
 
+@functools.lru_cache(maxsize=64)
 def iso(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds; cached, as a decision stamps all its events with one time."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -852,38 +856,59 @@ def _canary_replicas(s: RolloutState, weight: int) -> int:
 
 
 def _basic_set_weight(c: _Ctx, weight: int) -> bool:
-    """A canary without trafficRouting (Argo's basic canary): replica counts carry the split. The
-    canary gets ceil(replicas x weight / 100) pods and the stable the rest; with maxSurge > 0 the
-    canary grows first (surge), with maxSurge 0 the stable shrinks first (maxUnavailable). The
-    built-in proxy then splits by those counts, as a Service over both replica sets would."""
+    """A canary without trafficRouting (Argo's basic canary): replica counts carry the split.
+
+    The step wants ceil(replicas x weight / 100) canary pods and ceil(replicas x (100 - weight) /
+    100) stable ones; each decision moves towards them within maxSurge and maxUnavailable
+    (services/planner/basic_canary.py, Argo's algorithm), and the step completes once both counts
+    are set and available. The built-in proxy then splits by those counts, as a Service over both
+    replica sets would."""
     s = c.s
-    r = s.plan.replicas
-    need = _canary_replicas(s, weight)
-    stable = max(r - need, 0)
-    order = ("canary", "stable") if s.plan.surge else ("stable", "canary")
-    for which in order:
-        if which == "canary":
-            _scale(c, canary=need)
-            if s.ready.get(s.current_hash, 0) < need:
-                c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
-                return False
-        else:
-            want = stable if stable < r else None
-            if s.stable_scale != want:
-                s.stable_scale = want
-                _scale(c, canary=None)
+    p = s.plan
+    r = p.replicas
+    current, stable = s.current_hash, s.stable_hash
+    spec = {"canary_spec": s.replicas.get(current, 0), "stable_spec": s.replicas.get(stable, 0)}
+    new_canary, new_stable = basic_canary.next_counts(
+        replicas=r,
+        weight=weight,
+        max_surge=p.max_surge,
+        max_unavailable=p.max_unavailable,
+        canary_available=s.ready.get(current, 0),
+        stable_available=s.ready.get(stable, 0),
+        older=sum(n for h, n in s.replicas.items() if h not in (current, stable)),
+        **spec,
+    )
+    s.stable_scale = new_stable if new_stable != r else None
+    _scale(c, canary=new_canary)
+    want_canary, want_stable = basic_canary.desired_counts(r, weight)
     if s.set_weight != weight:
         s.set_weight = weight
         c.emit(
             "WeightSet",
-            f"Step {s.step_index + 1}/{len(s.plan.steps)}: setWeight {weight} ({need} of {need + stable} pods)",
+            f"Step {s.step_index + 1}/{len(p.steps)}: setWeight {weight} "
+            f"({want_canary} canary and {want_stable} stable pods)",
         )
-    _route(c, round(100 * need / (need + stable)) if need + stable else 0)
+    if not basic_canary.at_desired(
+        replicas=r,
+        weight=weight,
+        canary_spec=s.replicas.get(current, 0),
+        canary_available=s.ready.get(current, 0),
+        stable_spec=s.replicas.get(stable, 0),
+        stable_available=s.ready.get(stable, 0),
+    ):
+        c.wait(
+            "replicas",
+            f"waiting for {want_canary} canary and {want_stable} stable replica(s) to be ready "
+            f"(maxSurge {p.max_surge}, maxUnavailable {p.max_unavailable})",
+        )
+        return False
+    total = want_canary + want_stable
+    _route(c, round(100 * want_canary / total) if total else 0)
     if s.traffic_confirmed < s.traffic_generation:
         c.wait("traffic", "waiting for the traffic router to split by replica counts")
         return False
     s.step_index += 1
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
+    c.emit("StepCompleted", f"Step {s.step_index}/{len(p.steps)} completed: weight {weight}")
     return True
 
 
@@ -1082,7 +1107,7 @@ def _complete(c: _Ctx) -> bool:
     s.analysis = None if s.analysis and s.analysis.phase not in TERMINAL_ANALYSIS else s.analysis
     _stop_background(c)
     delay = s.plan.scale_down_delay_seconds
-    s.scale_downs = (*_without(s.scale_downs, old), PendingScaleDown(revision=old, at=c.now + delay))
+    s.scale_downs = _delay_scale_down(c, old, delay)
     c.emit(
         "RolloutPromoted",
         f"Revision {s.revision} promoted to stable; old revision scaled down in {_fmt_seconds(delay)}",
@@ -1404,6 +1429,20 @@ def _share_of_current(s: RolloutState, canary: str | None, canary_weight: int) -
     if canary is None:
         return 100 if s.routed_stable == s.current_hash else 0
     return canary_weight if canary == s.current_hash else 0
+
+
+def _delay_scale_down(c: _Ctx, old: str, delay: float) -> tuple[PendingScaleDown, ...]:
+    """The old stable waits `delay` before its scale-down; with scaleDownDelayRevisionLimit only the
+    newest that many old revisions wait, older ones go at once (Argo's scaleDownDelayHelper)."""
+    s = c.s
+    pending = (*_without(s.scale_downs, old), PendingScaleDown(revision=old, at=c.now + delay))
+    limit = s.plan.scale_down_delay_revision_limit
+    if limit is None or len(pending) <= limit:
+        return pending
+    newest = sorted(pending, key=lambda p: _revision_of(s, p.revision), reverse=True)
+    return tuple(
+        p if i < limit else PendingScaleDown(revision=p.revision, at=c.now) for i, p in enumerate(newest)
+    )
 
 
 def _without(items: Sequence[PendingScaleDown], revision: str) -> tuple[PendingScaleDown, ...]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from services.planner.basic_canary import resolve_fenceposts
 from services.planner.state import (
     AnalysisStep,
     CanaryScaleStep,
@@ -87,6 +88,7 @@ def compile_plan(rollout: Rollout) -> Plan:
         max_traffic_weight=max_weight,
         scale_down_delay_seconds=scale_down,
         abort_scale_down_delay_seconds=abort_scale_down,
+        scale_down_delay_revision_limit=canary.scale_down_delay_revision_limit if canary else None,
         revision_history_limit=spec.revision_history_limit if spec.revision_history_limit is not None else 10,
         background=background,
         background_starting_step=background_start,
@@ -94,7 +96,7 @@ def compile_plan(rollout: Rollout) -> Plan:
         progress_deadline_abort=bool(spec.progress_deadline_abort),
         min_pods_per_replica_set=(canary.min_pods_per_replica_set or 1) if canary else 1,
         dynamic_stable_scale=bool(canary.dynamic_stable_scale) if canary else False,
-        surge=_surge(canary.max_surge if canary else None),
+        **_fenceposts(canary, spec.replicas if spec.replicas is not None else 1),
         rollback_window=(spec.rollback_window.revisions or 0) if spec.rollback_window else 0,
     )
     if bg is not None:
@@ -175,13 +177,12 @@ def _experiment(e: Any, path: str) -> ExperimentStep:
     return ExperimentStep(templates=tuple(templates), analyses=analyses, seconds=seconds, dry_run=dry_run)
 
 
-def _surge(max_surge: int | str | None) -> bool:
-    """Whether maxSurge allows any surge (default 25%, as Argo)."""
-    if max_surge is None:
-        return True
-    if isinstance(max_surge, str):
-        return max_surge.rstrip("%").strip() not in ("0", "")
-    return max_surge > 0
+def _fenceposts(canary: Any, replicas: int) -> dict[str, int]:
+    """maxSurge / maxUnavailable resolved to pod counts (only a canary without trafficRouting uses them)."""
+    if canary is None:
+        return {}
+    surge, unavailable = resolve_fenceposts(canary.max_surge, canary.max_unavailable, replicas)
+    return {"max_surge": surge, "max_unavailable": unavailable}
 
 
 def _blue_green(bg: Any, preview_port: int | None) -> dict[str, Any]:
@@ -192,6 +193,7 @@ def _blue_green(bg: Any, preview_port: int | None) -> dict[str, Any]:
         "preview_service": bg.preview_service,
         "preview_port": preview_port if bg.preview_service else None,
         "preview_replica_count": bg.preview_replica_count,
+        "scale_down_delay_revision_limit": bg.scale_down_delay_revision_limit,
         "auto_promotion_enabled": bg.auto_promotion_enabled is not False,
         "auto_promotion_seconds": float(bg.auto_promotion_seconds) if bg.auto_promotion_seconds else None,
         "pre_promotion": _analysis(bg.pre_promotion_analysis, f"{path}.prePromotionAnalysis")

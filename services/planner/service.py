@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -148,6 +149,10 @@ class Planner:
         self.runs = await js.key_value(subjects.ANALYSIS_RUNS_BUCKET)
         self.recorder = RunRecorder(self.runs)
         await self._load_states()
+        # Thousands of long-lived states make every full collection walk them all; the planner
+        # creates few reference cycles, so collect rarely and keep what is loaded out of the scans.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1000)
         # Replies: the stream keeps no reply subject, so remember who asked (core subscription).
         self.subs.append(await self.conn.nc.subscribe(subjects.COMMANDS_WILDCARD, cb=self._on_request))
         common = {
@@ -507,8 +512,19 @@ class Planner:
         async def out(subject: str, payload: bytes, msg_id: str) -> None:
             acks.append((subject, await send(subject, payload, {"Nats-Msg-Id": msg_id})))
 
-        for c in commands:
+        # Only the last event of a decision asks for the stream's ack: the server takes one
+        # connection's messages to one stream in order, so that ack comes after the earlier
+        # events were stored too (a duplicate is dropped silently either way). Two acks fewer per
+        # step transition, the planner's largest per-message cost.
+        last_emit = max((i for i, c in enumerate(commands) if isinstance(c, Emit)), default=-1)
+        for i, c in enumerate(commands):
             match c:
+                case Emit(event=ev) if i != last_emit:
+                    await self.conn.nc.publish(
+                        subjects.events(ev.namespace, ev.name),
+                        encoder.encode(ev),
+                        headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}"},
+                    )
                 case Emit(event=ev):
                     await out(
                         subjects.events(ev.namespace, ev.name),

@@ -105,11 +105,14 @@ class Plan(_S, frozen=True):
     max_traffic_weight: int = 100
     scale_down_delay_seconds: float = 30.0
     abort_scale_down_delay_seconds: float = 30.0  # 0 = never scale the aborted canary down
+    scale_down_delay_revision_limit: int | None = None  # old revisions waiting out the delay at once
     revision_history_limit: int = 10
     background: AnalysisStep | None = None  # strategy.canary.analysis
     min_pods_per_replica_set: int = 1
     dynamic_stable_scale: bool = False
-    surge: bool = True  # basic canary: maxSurge > 0 (grow the canary first) or 0 (shrink the stable first)
+    # basic canary (no trafficRouting): maxSurge and maxUnavailable as pod counts (Argo's defaults 25%)
+    max_surge: int = 1
+    max_unavailable: int = 0
     rollback_window: int = 0  # revisions back within which a rollback skips the steps
     progress_deadline_seconds: float = 600.0
     progress_deadline_abort: bool = False

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.planner.state import Abort, Promote, PublishScale
+from services.planner.state import Abort, Promote, PublishScale, Tick
 from tests.unit.test_decide import World, apply
 
 pytestmark = pytest.mark.timeout(30)
@@ -103,13 +103,14 @@ def basic(steps: list[dict[str, Any]], **canary: Any) -> World:
 def test_basic_canary_replica_counts_carry_the_split() -> None:
     w = basic([{"setWeight": 25}, {"pause": {}}])
     old, new = w.s.stable_hash, w.s.current_hash
-    assert w.s.phase == "Paused" and sizes(w) == {old: 7, new: 3}
+    # As Argo: both counts rounded up (ceil 2.5 = 3 canary, ceil 7.5 = 8 stable), one pod of surge.
+    assert w.s.phase == "Paused" and sizes(w) == {old: 8, new: 3}
     weights = [
         c.desired.canary_weight
         for c in w.log
         if hasattr(c, "desired") and hasattr(c.desired, "canary_weight")
     ]
-    assert weights[-1] == 30  # 3 of 10 pods
+    assert weights[-1] == 27  # 3 of 11 pods
     w.send(Abort())
     assert sizes(w)[old] == 10
 
@@ -123,3 +124,42 @@ def test_basic_canary_without_surge_shrinks_the_stable_first() -> None:
     shrink = next(i for i, f in enumerate(firsts) if f.get(old) == 5)
     grow = next(i for i, f in enumerate(firsts) if f.get(new) == 5)
     assert shrink < grow
+
+
+@pytest.mark.parametrize(("limit", "kept_old"), [(None, 2), (1, 1), (0, 0)])
+def test_scale_down_delay_revision_limit_bounds_old_revisions_left_running(
+    limit: int | None, kept_old: int
+) -> None:
+    """Three revisions promoted within scaleDownDelaySeconds: without a limit both old ones keep
+    running until their delay ends; with scaleDownDelayRevisionLimit N only the newest N do."""
+    opts: dict[str, Any] = {"steps": [{"setWeight": 50}], "scaleDownDelaySeconds": 300}
+    if limit is not None:
+        opts["scaleDownDelayRevisionLimit"] = limit
+    w = World()
+    w.send(apply("my-app:1", **opts))
+    v1 = w.s.stable_hash
+    w.send(apply("my-app:2", **opts), at=w.now + 1)
+    v2 = w.s.stable_hash
+    assert v2 != v1 and w.s.phase == "Healthy"
+    w.send(apply("my-app:3", **opts), at=w.now + 1)
+    v3 = w.s.stable_hash
+    assert v3 not in (v1, v2) and w.s.phase == "Healthy"
+    old_running = [h for h in (v1, v2) if sizes(w).get(h, 0) > 0]
+    assert len(old_running) == kept_old
+    if kept_old == 1:
+        assert old_running == [v2]  # the newest old revision is the one that waits
+    w.send(Tick(), at=w.now + 301)
+    assert set(sizes(w)) == {v3}  # every delay over: only the stable revision runs
+
+
+def test_basic_canary_moves_within_max_surge_and_max_unavailable() -> None:
+    """maxSurge 1, maxUnavailable 1 on 10 replicas, setWeight 50: never more than 11 pods, never
+    fewer than 9 available, and the step completes at 5 + 5."""
+    w = basic([{"setWeight": 50}, {"pause": {}}], maxSurge=1, maxUnavailable=1)
+    old, new = w.s.stable_hash, w.s.current_hash
+    assert w.s.phase == "Paused" and sizes(w) == {old: 5, new: 5}
+    history = [{s.revision: s.replicas for s in c.desired.sets} for c in w.log if isinstance(c, PublishScale)]
+    during = [h for h in history if new in h]
+    assert len(during) > 2  # several moves, not one jump
+    assert all(h.get(old, 0) + h.get(new, 0) <= 11 for h in during)
+    assert all(h.get(old, 0) + h.get(new, 0) >= 9 for h in during)  # every pod is ready when asked
