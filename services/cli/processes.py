@@ -37,14 +37,18 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    kube_api: Any = None
+    if platform == "kubernetes" or router == "kubernetes":
+        from shared.kube import KubeConfigError, api_client
+
+        try:  # before NATS: a missing cluster config is a start-up error, not something to wait for
+            kube_api = await api_client(settings)
+        except KubeConfigError as e:
+            log.error("%s", e)
+            return 2
     conn = await connect(settings.nats_url, name=f"rollouts-{service}")
     group = TaskGroup(service)
     ready = asyncio.Event()
-    kube_api: Any = None
-    if platform == "kubernetes" or router == "kubernetes":
-        from shared.kube import api_client
-
-        kube_api = await api_client(settings)
     if service == "planner":
         from services.planner.service import run_planner
 
