@@ -457,7 +457,9 @@ class KubePlatform:
     ) -> None:
         if old == new:
             return
-        if key in self._pending:
+        if key in self._pending or self._lock(key).locked():
+            # Also while a convergence is under way: it may already have judged this ReplicaSet
+            # unavailable and be about to wait for a change that has just happened.
             self._kick(key)
         before = ready_count(old) if old else 0
         after = ready_count(new) if new else 0

@@ -253,3 +253,55 @@ async def test_rollout_resource_canary_promoted_then_aborted(cluster: tuple[Kube
     while not await gone():
         assert time.monotonic() < deadline, f"the planner still has rollout web\n{h.logs()}"
         await asyncio.sleep(0.05)
+
+
+def blue_green(image: str) -> dict[str, Any]:
+    doc = rollout(image)
+    doc["metadata"]["name"] = "bg"
+    doc["spec"]["selector"] = {"matchLabels": {"app": "bg"}}
+    doc["spec"]["template"]["metadata"]["labels"] = {"app": "bg"}
+    doc["spec"]["strategy"] = {
+        "blueGreen": {
+            "activeService": "bg-active",
+            "previewService": "bg-preview",
+            "autoPromotionEnabled": False,
+            "scaleDownDelaySeconds": 1,
+        }
+    }
+    return doc
+
+
+async def test_blue_green_resource_switches_active_and_preview_services(
+    cluster: tuple[KubeEmulator, Harness],
+) -> None:
+    kube, h = cluster
+    for name in ("bg-active", "bg-preview"):
+        kube.seed(service(name) | {"metadata": {"name": name, "namespace": NS}})
+
+    def st() -> dict[str, Any]:
+        obj = kube.get(ARGO, "rollouts", NS, "bg") or {}
+        return dict(obj.get("status") or {})
+
+    kube.seed(blue_green("web:1"))
+    blue = (await until("blue Healthy", lambda: st().get("phase") == "Healthy" and st(), h))["stableRS"]
+    await until("active on blue", lambda: selector_hash(kube, "bg-active") == blue, h)
+
+    kube.edit(ARGO, "rollouts", NS, "bg", set_image("web:2"))
+    s = await until("green previewed, paused", lambda: st().get("phase") == "Paused" and st(), h)
+    green = s["currentPodHash"]
+    assert green != blue
+    assert [c["reason"] for c in s["pauseConditions"]] == ["BlueGreenPause"]
+    assert s["blueGreen"] == {"activeSelector": blue, "previewSelector": green}
+    await until("preview on green", lambda: selector_hash(kube, "bg-preview") == green, h)
+    assert selector_hash(kube, "bg-active") == blue  # users still on blue
+    assert replica_sets(kube)[green]["spec"]["replicas"] == 3
+
+    # `kubectl argo rollouts promote`: the active Service switches to green, blue scales down.
+    kube.edit(
+        ARGO, "rollouts", NS, "bg", lambda o: o["status"].update(pauseConditions=None, controllerPause=False)
+    )
+    s = await until(
+        "green Healthy", lambda: st().get("phase") == "Healthy" and st()["stableRS"] == green and st(), h
+    )
+    await until("active on green", lambda: selector_hash(kube, "bg-active") == green, h)
+    await until("blue scaled down", lambda: replica_sets(kube)[blue]["spec"]["replicas"] == 0, h)
