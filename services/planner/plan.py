@@ -66,6 +66,10 @@ def compile_plan(rollout: Rollout) -> Plan:
         if canary.traffic_routing is not None:
             routing = msgspec.to_builtins(canary.traffic_routing)
             max_weight = canary.traffic_routing.max_traffic_weight or 100
+        else:
+            # A basic canary scales the old stable down at once when it is promoted: Argo's
+            # scaleDownDelaySeconds applies with trafficRouting only (and is refused without it).
+            scale_down = 0.0
         if canary.scale_down_delay_seconds is not None:
             scale_down = float(canary.scale_down_delay_seconds)
         if canary.abort_scale_down_delay_seconds is not None:

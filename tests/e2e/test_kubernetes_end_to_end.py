@@ -305,3 +305,101 @@ async def test_blue_green_resource_switches_active_and_preview_services(
     )
     await until("active on green", lambda: selector_hash(kube, "bg-active") == green, h)
     await until("blue scaled down", lambda: replica_sets(kube)[blue]["spec"]["replicas"] == 0, h)
+
+
+SMOKE_TEMPLATE = {
+    "apiVersion": ARGO,
+    "kind": "AnalysisTemplate",
+    "metadata": {"name": "smoke", "namespace": NS},
+    "spec": {
+        "args": [{"name": "result"}],
+        "metrics": [
+            {
+                "name": "smoke",
+                "provider": {
+                    "job": {
+                        # the emulator's Job controller fails a Job annotated emulator/result: fail
+                        "metadata": {"annotations": {"emulator/result": "{{args.result}}"}},
+                        "spec": {
+                            "backoffLimit": 0,
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [
+                                        {"name": "smoke", "image": "busybox", "command": ["true"]}
+                                    ],
+                                }
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def with_analysis(image: str, result: str) -> dict[str, Any]:
+    doc = rollout(image)
+    doc["metadata"]["name"] = "job"
+    doc["spec"]["selector"] = {"matchLabels": {"app": "job"}}
+    doc["spec"]["template"]["metadata"]["labels"] = {"app": "job"}
+    canary = doc["spec"]["strategy"]["canary"]
+    canary.pop("trafficRouting")  # a basic canary: the replica counts carry the split
+    canary.pop("stableService")
+    canary.pop("canaryService")
+    canary.pop("scaleDownDelaySeconds")  # only allowed with trafficRouting
+    canary["steps"] = [
+        {"setWeight": 34},
+        {
+            "analysis": {
+                "templates": [{"templateName": "smoke"}],
+                "args": [{"name": "result", "value": result}],
+            }
+        },
+    ]
+    return doc
+
+
+async def test_job_analysis_runs_kubernetes_jobs_and_a_failing_one_aborts(
+    cluster: tuple[KubeEmulator, Harness],
+) -> None:
+    kube, h = cluster
+    kube.seed(SMOKE_TEMPLATE)
+
+    def st() -> dict[str, Any]:
+        obj = kube.get(ARGO, "rollouts", NS, "job") or {}
+        return dict(obj.get("status") or {})
+
+    kube.seed(with_analysis("web:1", "ok"))
+    first = (await until("revision 1 Healthy", lambda: st().get("phase") == "Healthy" and st(), h))[
+        "stableRS"
+    ]
+
+    kube.edit(ARGO, "rollouts", NS, "job", set_image("web:2"))
+    await until(
+        "revision 2 Healthy after its analysis",
+        lambda: st().get("phase") == "Healthy" and st()["stableRS"] not in (None, first),
+        h,
+        timeout=60,
+    )
+    jobs = kube.list("batch/v1", "jobs", NS)
+    assert len(jobs) == 1 and jobs[0]["status"]["succeeded"] == 1, h.logs()
+    assert jobs[0]["metadata"]["annotations"]["analysisrun.argoproj.io/metric-name"] == "smoke"
+
+    kube.edit(
+        ARGO,
+        "rollouts",
+        NS,
+        "job",
+        lambda o: (set_image("web:3")(o), o["spec"].update(with_analysis("web:3", "fail")["spec"])),
+    )
+    s = await until(
+        "revision 3 aborted by its failed Job",
+        lambda: st().get("phase") == "Degraded" and st(),
+        h,
+        timeout=60,
+    )
+    assert s["abort"] is True
+    failed = [j for j in kube.list("batch/v1", "jobs", NS) if j["status"].get("failed")]
+    assert len(failed) == 1

@@ -163,3 +163,12 @@ def test_basic_canary_moves_within_max_surge_and_max_unavailable() -> None:
     assert len(during) > 2  # several moves, not one jump
     assert all(h.get(old, 0) + h.get(new, 0) <= 11 for h in during)
     assert all(h.get(old, 0) + h.get(new, 0) >= 9 for h in during)  # every pod is ready when asked
+
+
+def test_basic_canary_scales_the_old_stable_down_at_once_when_promoted() -> None:
+    """scaleDownDelaySeconds only applies with trafficRouting (Argo refuses it without): a basic
+    canary's old stable goes to zero as soon as the new revision is promoted."""
+    w = basic([{"setWeight": 50}])
+    new = w.s.current_hash
+    assert w.s.phase == "Healthy" and w.s.stable_hash == new
+    assert sizes(w) == {new: 10}
