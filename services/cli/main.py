@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,23 +144,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(args.cmd)) as runner:
-            code = runner.run(_dispatch(args))
+        code = asyncio.run(_dispatch(args))
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
-
-
-def _loop_factory(cmd: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The services run on uvloop (libuv), which roughly halves the event loop's own cost per
-    message; ROLLOUTS_EVENT_LOOP=asyncio (or uvloop missing) keeps the standard loop."""
-    if cmd != "run" or os.environ.get("ROLLOUTS_EVENT_LOOP", "uvloop") == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _err(message: str) -> int:
