@@ -34,6 +34,8 @@ class Settings:
     kube_url: str | None = None
     # Traffic-shifter: seconds between checks that the router still has the desired weights.
     drift_interval: float = 30.0
+    # Traffic-shifter: proxy | nginx | kubernetes | noop (None: the platform's own).
+    router: str | None = None
 
     @staticmethod
     def from_env(**overrides: object) -> Settings:
@@ -50,6 +52,7 @@ class Settings:
             "watch_namespace": env.get("ROLLOUTS_WATCH_NAMESPACE") or None,
             "kube_url": env.get("ROLLOUTS_KUBE_URL") or None,
             "drift_interval": float(env.get("ROLLOUTS_DRIFT_INTERVAL", "30")),
+            "router": env.get("ROLLOUTS_ROUTER") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, default=None, help="where JetStream and replica logs are stored"
     )
     up.add_argument("--platform", choices=("local", "noop"), default="local")
+    up.add_argument(
+        "--router",
+        choices=("proxy", "nginx", "noop"),
+        default=None,
+        help="the traffic-shifter's router: the built-in proxy (default with local) or a local nginx",
+    )
     up.add_argument("--analyzers", type=int, default=1, help="number of analyzer processes")
     up.add_argument(
         "--planners", type=int, default=1, help="planner processes (one leads, the others stand by)"
@@ -176,7 +182,9 @@ async def _run(args: argparse.Namespace) -> int:
     if cmd == "up":
         from services.cli.processes import run_up
 
-        settings = Settings.from_env(nats_url=args.nats, state_dir=args.state_dir, admin_port=args.admin_port)
+        settings = Settings.from_env(
+            nats_url=args.nats, state_dir=args.state_dir, admin_port=args.admin_port, router=args.router
+        )
         return await run_up(
             settings,
             embedded_nats=args.embedded_nats,

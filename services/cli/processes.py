@@ -33,6 +33,7 @@ async def run_service(
     traffic-shifter's provider, by default the platform's own (proxy / noop / kubernetes); `nginx`
     drives a local nginx instead of the built-in proxy."""
     setup_logging(service)
+    router = router or settings.router
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +218,8 @@ def service_env(settings: Settings) -> dict[str, str]:
     )
     if settings.kube_url:
         env["ROLLOUTS_KUBE_URL"] = settings.kube_url
+    if settings.router:
+        env["ROLLOUTS_ROUTER"] = settings.router
     if settings.watch_namespace:
         env["ROLLOUTS_WATCH_NAMESPACE"] = settings.watch_namespace
     return env

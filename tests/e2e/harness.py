@@ -107,6 +107,7 @@ class Harness:
         planners: int = 1,
         platform: str = "local",
         kube_url: str | None = None,
+        router: str | None = None,
     ) -> None:
         self.tmp = tmp
         self.settings = Settings(
@@ -114,6 +115,7 @@ class Harness:
             state_dir=tmp / "state",
             admin_port=free_port(),
             kube_url=kube_url,
+            router=router,
             drift_interval=2.0,
         )
         self.stack = Stack(
