@@ -32,6 +32,9 @@ class Settings:
     api_group: str = "argoproj.io"
     watch_namespace: str | None = None
     kube_url: str | None = None
+    # Kubernetes mode: status writes per second to the API server, and the burst above it.
+    kube_qps: float = 40.0
+    kube_burst: int = 80
     # Traffic-shifter: seconds between checks that the router still has the desired weights.
     drift_interval: float = 30.0
     # Traffic-shifter: proxy | nginx | kubernetes | noop (None: the platform's own).
@@ -53,6 +56,8 @@ class Settings:
             "kube_url": env.get("ROLLOUTS_KUBE_URL") or None,
             "drift_interval": float(env.get("ROLLOUTS_DRIFT_INTERVAL", "30")),
             "router": env.get("ROLLOUTS_ROUTER") or None,
+            "kube_qps": float(env.get("ROLLOUTS_KUBE_QPS", "40")),
+            "kube_burst": int(env.get("ROLLOUTS_KUBE_BURST", "80")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)  # type: ignore[arg-type]

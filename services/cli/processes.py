@@ -54,10 +54,18 @@ async def run_service(
         from services.planner.service import run_planner
 
         if kube_api is not None:
-            from services.kube_bridge.bridge import KubeBridge
+            from services.kube_bridge.bridge import BridgeSettings, KubeBridge
 
             bridge = KubeBridge(
-                kube_api, conn, group=settings.api_group, namespace=settings.watch_namespace, active=False
+                kube_api,
+                conn,
+                active=False,
+                settings=BridgeSettings(
+                    group=settings.api_group,
+                    namespace=settings.watch_namespace,
+                    status_qps=settings.kube_qps,
+                    status_burst=settings.kube_burst,
+                ),
             )
             group.spawn(run_planner(conn, stop, ready, on_leading=bridge.set_active), "main")
             group.spawn(bridge.run(stop), "kube-bridge")

@@ -29,6 +29,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from services.kube_bridge import translate
+from services.kube_bridge.ratelimit import TokenBucket
 from services.kube_bridge.status import argo_status, merge_patch
 from services.kube_bridge.translate import (
     ANALYSIS_TEMPLATE,
@@ -78,6 +79,10 @@ class BridgeSettings:
     request_timeout: float = 10.0
     # Seconds before a failed status write is tried again.
     status_retry: float = 2.0
+    # Status writes per second to the API server across all rollouts, and the burst above it
+    # (Argo's controller defaults: --qps 40 --burst 80); each rollout's changes are folded meanwhile.
+    status_qps: float = 40.0
+    status_burst: int = 80
     watch: WatchSettings = field(default_factory=WatchSettings)
 
 
@@ -109,6 +114,7 @@ class KubeBridge:
         settings: BridgeSettings | None = None,
     ) -> None:
         self.settings = settings or BridgeSettings(group=group, namespace=namespace)
+        self._writes = TokenBucket(self.settings.status_qps, self.settings.status_burst)
         self.api = CustomObjectsApi(api_client)
         self.conn = conn
         self._active = asyncio.Event()
@@ -357,6 +363,7 @@ class KubeBridge:
     async def _write_status(self, key: Key, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+        await self._writes.acquire()  # still pending meanwhile: later changes fold into this write
         r = self.rollouts.get(key)
         if r is None:
             self._pending.discard(key)
