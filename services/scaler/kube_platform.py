@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
-import aiohttp
 import msgspec
 from kubernetes_asyncio import client as k8s
 
@@ -45,6 +44,8 @@ from services.scaler.kube_objects import (
     selected_revision,
     service_patch,
 )
+from shared import kube_wire
+from shared.kube_wire import KubeRequestError, WatchGone
 from shared.messages import ScaleDesired
 from shared.tasks import TaskGroup
 
@@ -54,21 +55,6 @@ OnChange = Callable[[str, str], Awaitable[None] | None]
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (410): list again."""
-
-
-class _Status(msgspec.Struct, kw_only=True):
-    code: int = 0
-    reason: str = ""
-    message: str = ""
-
-
-class _Event(msgspec.Struct, kw_only=True):
-    type: str
-    object: msgspec.Raw
 
 
 class _ListMeta(msgspec.Struct, kw_only=True, rename="camel"):
@@ -353,7 +339,7 @@ class KubePlatform:
                     if kind != "BOOKMARK":
                         await self._observe(namespace, kind, obj)
                 self._watch_errors.pop(namespace, None)
-            except _Gone:
+            except WatchGone:
                 log.info(
                     "ReplicaSet watch in %s: resourceVersion %s expired, listing again", namespace, version
                 )
@@ -391,40 +377,23 @@ class KubePlatform:
         return listed.metadata.resource_version
 
     async def _stream(self, namespace: str, version: str) -> AsyncIterator[tuple[str, ReplicaSetObject]]:
-        what = f"watch ReplicaSets in {namespace}"
+        call = self.apps.list_namespaced_replica_set(
+            namespace,
+            label_selector=POD_TEMPLATE_HASH_LABEL,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=version,
+            timeout_seconds=max(1, int(self.watch_timeout)),
+            _preload_content=False,
+            _request_timeout=(self.sync_timeout, self.watch_timeout + 30),
+        )
         try:
-            resp = await self.apps.list_namespaced_replica_set(
-                namespace,
-                label_selector=POD_TEMPLATE_HASH_LABEL,
-                watch=True,
-                allow_watch_bookmarks=True,
-                resource_version=version,
-                timeout_seconds=max(1, int(self.watch_timeout)),
-                _preload_content=False,
-                _request_timeout=(self.sync_timeout, self.watch_timeout + 30),
-            )
-        except (aiohttp.ClientError, TimeoutError, k8s.ApiException) as e:
-            raise KubeApiError(what, getattr(e, "status", 0) or 0, type(e).__name__, str(e)) from None
-        async with resp:
-            if resp.status == 410:
-                raise _Gone
-            if not 200 <= resp.status < 300:
-                raise _api_error(what, resp.status, await resp.read())
-            try:
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
-                    event = msgspec.json.decode(line, type=_Event)
-                    if event.type == "ERROR":
-                        status = msgspec.json.decode(event.object, type=_Status)
-                        if status.code == 410:
-                            raise _Gone
-                        raise KubeApiError(what, status.code, status.reason, status.message)
-                    yield event.type, msgspec.json.decode(event.object, type=ReplicaSetObject)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise KubeApiError(what, 0, type(e).__name__, str(e)) from None
-            except msgspec.DecodeError as e:
-                raise KubeApiError(what, resp.status, "malformed watch event", str(e)) from None
+            async for event in kube_wire.watch_events(
+                f"watch ReplicaSets in {namespace}", call, ReplicaSetObject
+            ):
+                yield event
+        except KubeRequestError as e:
+            raise _platform_error(e) from None
 
     async def _observe(
         self, namespace: str, kind: str, obj: ReplicaSetObject, *, force: bool = False
@@ -481,16 +450,10 @@ class KubePlatform:
     async def _send(self, what: str, call: Awaitable[Any]) -> bytes:
         """Runs one request made with _preload_content=False: the body on 2xx, else KubeApiError."""
         try:
-            resp = await call
-            async with resp:
-                status, body = resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise KubeApiError(what, 0, type(e).__name__, str(e)) from None
-        except k8s.ApiException as e:
-            raise KubeApiError(what, e.status or 0, str(e.reason or ""), "") from None
-        if not 200 <= status < 300:
-            raise _api_error(what, status, body)
-        return bytes(body)
+            _, body = await kube_wire.send(what, call)
+        except KubeRequestError as e:
+            raise _platform_error(e) from None
+        return body
 
     async def _get_rollout(self, namespace: str, name: str) -> RolloutInfo | None:
         try:
@@ -573,9 +536,5 @@ class KubePlatform:
         return msgspec.json.decode(body, type=_PodList).items or []
 
 
-def _api_error(what: str, status: int, body: bytes) -> KubeApiError:
-    try:
-        s = msgspec.json.decode(body, type=_Status)
-        return KubeApiError(what, status, s.reason, s.message)
-    except msgspec.DecodeError:
-        return KubeApiError(what, status, "", body[:200].decode(errors="replace"))
+def _platform_error(e: KubeRequestError) -> KubeApiError:
+    return KubeApiError(e.what, e.status, e.reason, e.message)

@@ -18,12 +18,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-import aiohttp
 import msgspec
 from kubernetes_asyncio import client as k8s
 
 from services.analyzer.providers.errors import MeasurementError
 from services.analyzer.providers.job import DEFAULT_DEADLINE, JobContext, JobResult
+from shared import kube_wire
+from shared.kube_wire import KubeRequestError, WatchGone
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +143,6 @@ def job_outcome(job: JobObject) -> JobResult | None:
 # --- I/O: create, watch, delete -------------------------------------------------------------------------
 
 
-class _Gone(Exception):
-    pass
-
-
-class _Status(msgspec.Struct, kw_only=True):
-    code: int = 0
-    reason: str = ""
-    message: str = ""
-
-
-class _Event(msgspec.Struct, kw_only=True):
-    type: str
-    object: msgspec.Raw
-
-
 class _JobList(msgspec.Struct, kw_only=True):
     items: list[JobObject] | None = None
 
@@ -247,7 +233,7 @@ class KubeJobRunner:
                         return JobResult(False, None, f"job {name} was deleted before it finished")
                     if kind in ("ADDED", "MODIFIED") and (outcome := job_outcome(obj)) is not None:
                         return outcome
-            except _Gone:
+            except WatchGone:
                 pass
             current = await self._get(namespace, name)  # the watch ended or expired: where is it now?
             version = current.metadata.resource_version if current else None
@@ -255,40 +241,19 @@ class KubeJobRunner:
     async def _stream(
         self, namespace: str, name: str, version: str | None
     ) -> AsyncIterator[tuple[str, JobObject]]:
-        what = f"watch Job {namespace}/{name}"
+        call = self.batch.list_namespaced_job(
+            namespace,
+            field_selector=f"metadata.name={name}",
+            watch=True,
+            resource_version=version,
+            timeout_seconds=300,
+            _preload_content=False,
+        )
         try:
-            resp = await self.batch.list_namespaced_job(
-                namespace,
-                field_selector=f"metadata.name={name}",
-                watch=True,
-                resource_version=version,
-                timeout_seconds=300,
-                _preload_content=False,
-            )
-        except (aiohttp.ClientError, k8s.ApiException) as e:
-            raise MeasurementError(f"job: {what}: {e}") from None
-        async with resp:
-            if resp.status == 410:
-                raise _Gone
-            if not 200 <= resp.status < 300:
-                raise MeasurementError(f"job: {what}: {_describe(resp.status, await resp.read())}")
-            try:
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
-                    event = msgspec.json.decode(line, type=_Event)
-                    if event.type == "ERROR":
-                        status = msgspec.json.decode(event.object, type=_Status)
-                        if status.code == 410:
-                            raise _Gone
-                        raise MeasurementError(
-                            f"job: {what}: HTTP {status.code} {status.reason}: {status.message}"
-                        )
-                    yield event.type, msgspec.json.decode(event.object, type=JobObject)
-            except aiohttp.ClientError as e:
-                raise MeasurementError(f"job: {what}: {e}") from None
-            except msgspec.DecodeError as e:
-                raise MeasurementError(f"job: {what}: malformed watch event: {e}") from None
+            async for event in kube_wire.watch_events(f"watch Job {namespace}/{name}", call, JobObject):
+                yield event
+        except KubeRequestError as e:
+            raise MeasurementError(f"job: {e}") from None
 
     async def _get(self, namespace: str, name: str) -> JobObject | None:
         status, raw = await self._send(
@@ -329,22 +294,6 @@ class KubeJobRunner:
         """One request made with _preload_content=False: (status, body) on 2xx or an allowed status;
         anything else becomes a MeasurementError naming the request."""
         try:
-            resp = await call
-            async with resp:
-                status, body = resp.status, bytes(await resp.read())
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise MeasurementError(f"job: {what}: {type(e).__name__}: {e}") from None
-        except k8s.ApiException as e:
-            raise MeasurementError(f"job: {what}: HTTP {e.status} {e.reason}") from None
-        if 200 <= status < 300 or status in allow:
-            return status, body
-        raise MeasurementError(f"job: {what}: {_describe(status, body)}")
-
-
-def _describe(status: int, body: bytes) -> str:
-    try:
-        s = msgspec.json.decode(body, type=_Status)
-        detail = ": ".join(p for p in (s.reason, s.message) if p)
-    except msgspec.DecodeError:
-        detail = body[:200].decode(errors="replace")
-    return f"HTTP {status}" + (f" {detail}" if detail else "")
+            return await kube_wire.send(what, call, allow=allow)
+        except KubeRequestError as e:
+            raise MeasurementError(f"job: {e}") from None
