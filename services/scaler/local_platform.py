@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +20,9 @@ from pathlib import Path
 from typing import IO, Final
 
 import msgspec
+
+from shared.embedded_server import free_port
+from shared.local_commands import local_argv
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +114,7 @@ def build_argv(template: ReplicaTemplate, variables: Mapping[str, str]) -> list[
     argv = [expand(part, variables) for part in (*template.command, *template.args)]
     if not argv:
         raise ValueError("replica template needs a command (there is no image entrypoint locally)")
-    # Manifests say "python"; locally that must be this interpreter, which has the project installed.
-    if argv[0] in ("python", "python3"):
-        argv[0] = sys.executable
-    return argv
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return local_argv(argv)
 
 
 async def probe(

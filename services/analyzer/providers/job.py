@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from typing import Any, Protocol
 
 import msgspec
 
 from services.analyzer.providers.errors import MeasurementError
+from shared.local_commands import local_argv
 
 DEFAULT_DEADLINE = 600.0
 
@@ -60,8 +60,7 @@ def job_command(job_spec: dict[str, Any]) -> tuple[list[str], dict[str, str], fl
     argv = [str(x) for x in (c.get("command") or [])] + [str(x) for x in (c.get("args") or [])]
     if not argv:
         raise MeasurementError("job.spec.template.spec.containers[0]: command or args required in local mode")
-    if argv[0] in ("python", "python3"):
-        argv[0] = sys.executable  # as for replicas: `python` is the interpreter running the service
+    argv = local_argv(argv)  # as for replicas: `python` is the interpreter running the service
     env = {str(e["name"]): str(e.get("value", "")) for e in c.get("env") or [] if "name" in e}
     deadline = float(job_spec.get("activeDeadlineSeconds") or DEFAULT_DEADLINE)
     return argv, env, deadline
