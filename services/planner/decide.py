@@ -907,9 +907,7 @@ def _basic_set_weight(c: _Ctx, weight: int) -> bool:
     if s.traffic_confirmed < s.traffic_generation:
         c.wait("traffic", "waiting for the traffic router to split by replica counts")
         return False
-    s.step_index += 1
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(p.steps)} completed: weight {weight}")
-    return True
+    return _step_completed(c, f"weight {weight}")
 
 
 def _set_weight_step(c: _Ctx, weight: int) -> bool:
@@ -934,9 +932,7 @@ def _set_weight_step(c: _Ctx, weight: int) -> bool:
         return False
     if s.plan.dynamic_stable_scale and not _stable_sized(c, weight):
         return False  # traffic moved to the canary: the stable shrinks to its share afterwards
-    s.step_index += 1
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: weight {weight}")
-    return True
+    return _step_completed(c, f"weight {weight}")
 
 
 def _stable_sized(c: _Ctx, weight: int) -> bool:
@@ -1020,8 +1016,20 @@ def _experiment_step(c: _Ctx, step: ExperimentStep) -> bool:
             f"Experiment analysis {', '.join(inconclusive)} Inconclusive: paused until promote",
         )
         return False
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: experiment Successful")
+    _announce_step(c, "experiment Successful")
     return True
+
+
+def _step_completed(c: _Ctx, what: str) -> bool:
+    """The current step is done: move on (True: try the next one at once)."""
+    c.s.step_index += 1
+    _announce_step(c, what)
+    return True
+
+
+def _announce_step(c: _Ctx, what: str) -> None:
+    """StepCompleted for the step just left (step_index already points past it)."""
+    c.emit("StepCompleted", f"Step {c.s.step_index}/{len(c.s.plan.steps)} completed: {what}")
 
 
 def _routes_step(c: _Ctx, what: str) -> bool:
@@ -1030,9 +1038,7 @@ def _routes_step(c: _Ctx, what: str) -> bool:
     if s.traffic_confirmed < s.traffic_generation:
         c.wait("traffic", f"waiting for the traffic router to apply the {what}")
         return False
-    s.step_index += 1
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: {what} applied")
-    return True
+    return _step_completed(c, f"{what} applied")
 
 
 def _canary_scale_step(c: _Ctx, step: CanaryScaleStep) -> bool:
@@ -1043,9 +1049,7 @@ def _canary_scale_step(c: _Ctx, step: CanaryScaleStep) -> bool:
     if s.ready.get(s.current_hash, 0) < need:
         c.wait("replicas", f"waiting for {need} canary replica(s) to be ready")
         return False
-    s.step_index += 1
-    c.emit("StepCompleted", f"Step {s.step_index}/{len(s.plan.steps)} completed: canary scaled to {need}")
-    return True
+    return _step_completed(c, f"canary scaled to {need}")
 
 
 def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
@@ -1071,12 +1075,7 @@ def _analysis_step(c: _Ctx, step: AnalysisStep) -> bool:
         c.waiting = "waiting for analysis"
         return False
     if a.phase == Phase.SUCCESSFUL.value:
-        s.step_index += 1
-        c.emit(
-            "StepCompleted",
-            f"Step {s.step_index}/{len(s.plan.steps)} completed: analysis {a.run_id} Successful",
-        )
-        return True
+        return _step_completed(c, f"analysis {a.run_id} Successful")
     if a.phase in (Phase.FAILED.value, Phase.ERROR.value):
         _do_abort(c, f"analysis run {a.run_id} {a.phase}" + (f": {a.message}" if a.message else ""))
         return True
