@@ -284,7 +284,9 @@ def _read(filename: str) -> bytes:
         raise CliError(f"{filename}: {e.strerror}") from e
 
 
-def _load(filename: str) -> list[Any]:
+def _load(filename: str, *, compile_plans: bool = True) -> list[Any]:
+    """Every document of the file, validated; Rollouts also compiled into their plan unless only
+    linted (lint accepts `plugin` steps, which apply refuses). Errors name the file and object."""
     from services.analyzer.providers.judge import check_template
     from services.cli.client import CliError
     from services.planner.plan import compile_plan
@@ -301,7 +303,7 @@ def _load(filename: str) -> list[Any]:
     try:
         docs = load_documents(_read(filename), check_condition=check_condition)
         for d in docs:
-            if isinstance(d, Rollout):
+            if isinstance(d, Rollout) and compile_plans:
                 compile_plan(d)
             elif isinstance(d, (AnalysisTemplate, ClusterAnalysisTemplate)):
                 check_template(d)
@@ -312,26 +314,11 @@ def _load(filename: str) -> list[Any]:
 
 
 def _lint(filename: str) -> int:
-    from services.analyzer.providers.judge import check_template
     from services.cli.client import CliError
-    from services.planner.service import check_condition
-    from shared.specs import (
-        AnalysisTemplate,
-        ClusterAnalysisTemplate,
-        Rollout,
-        SpecError,
-        SpecErrors,
-        load_documents,
-    )
+    from shared.specs import AnalysisTemplate, ClusterAnalysisTemplate, Rollout
 
     try:
-        docs = load_documents(_read(filename), check_condition=check_condition)
-        for d in docs:
-            if isinstance(d, (AnalysisTemplate, ClusterAnalysisTemplate)):
-                check_template(d)
-    except (SpecError, SpecErrors) as e:
-        obj = getattr(e, "obj", None)
-        return _err(f"{filename}: {obj + ': ' if obj else ''}{e}")
+        docs = _load(filename, compile_plans=False)
     except CliError as e:
         return _err(str(e))
     checked = [d for d in docs if isinstance(d, (Rollout, AnalysisTemplate, ClusterAnalysisTemplate))]
