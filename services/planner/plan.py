@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -108,6 +108,17 @@ def compile_plan(rollout: Rollout) -> Plan:
     return Plan(**fields)
 
 
+R = TypeVar("R", HeaderRoute, MirrorRoute)
+
+
+def _route(spec: Any, kind: type[R], path: str) -> R:
+    """A setHeaderRoute / setMirrorRoute step as the route the traffic-shifter is sent."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(spec), kind)
+    except (msgspec.ValidationError, ValueError) as e:
+        raise SpecError(path, str(e)) from e
+
+
 def _compile_step(i: int, step: Any) -> Step:
     path = f"spec.strategy.canary.steps[{i}]"
     if step.set_weight is not None:
@@ -125,17 +136,9 @@ def _compile_step(i: int, step: Any) -> Step:
     if step.experiment is not None:
         return _experiment(step.experiment, f"{path}.experiment")
     if step.set_header_route is not None:
-        try:
-            route = msgspec.convert(msgspec.to_builtins(step.set_header_route), HeaderRoute)
-        except (msgspec.ValidationError, ValueError) as e:
-            raise SpecError(f"{path}.setHeaderRoute", str(e)) from e
-        return HeaderRouteStep(route=route)
+        return HeaderRouteStep(route=_route(step.set_header_route, HeaderRoute, f"{path}.setHeaderRoute"))
     if step.set_mirror_route is not None:
-        try:
-            route_m = msgspec.convert(msgspec.to_builtins(step.set_mirror_route), MirrorRoute)
-        except (msgspec.ValidationError, ValueError) as e:
-            raise SpecError(f"{path}.setMirrorRoute", str(e)) from e
-        return MirrorRouteStep(route=route_m)
+        return MirrorRouteStep(route=_route(step.set_mirror_route, MirrorRoute, f"{path}.setMirrorRoute"))
     if step.set_canary_scale is not None:
         scale = step.set_canary_scale
         if scale.match_traffic_weight:
