@@ -1,13 +1,15 @@
 """The planner's I/O shell: commands and feedback in, decide(), desired state and events out.
 
-For each input: decode, decide(), publish every output with a Nats-Msg-Id derived from the
-state (so a redelivered input republishes nothing new), store the state in KV, then ack.
+Inputs are decided in batches (see Planner.handle). For each rollout that changed in a batch: store
+its state in KV with the outputs in its outbox, publish every output with a Nats-Msg-Id derived from
+the state (so a redelivered input republishes nothing new), and only then ack or answer the inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -89,8 +91,11 @@ undo_decoder = msgspec.json.Decoder(UndoPayload)
 set_image_decoder = msgspec.json.Decoder(SetImagePayload)
 
 
-# Messages handled at once (across rollouts); bounded so a burst cannot outrun the ack wait.
+# Commands handled at once (across rollouts); bounded so a burst cannot outrun the ack wait.
 MAX_IN_FLIGHT = 256
+# Inputs decided in one batch, and batches whose commit may be under way at once.
+MAX_BATCH = 512
+MAX_COMMITS = 4
 
 
 class NotLeader(RuntimeError):
@@ -131,7 +136,11 @@ class Planner:
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.timer_at: dict[str, float | None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.queue: list[_Work] = []  # inputs waiting for a batch, in arrival order
+        self.wake = asyncio.Event()
+        self.batcher: asyncio.Task[None] | None = None
+        self.commits: set[asyncio.Task[None]] = set()
+        self.busy: set[str] = set()  # rollouts with a commit under way
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.replies = ReplyMatcher()
         self.kv: KeyValue | None = None
@@ -178,7 +187,7 @@ class Planner:
                 subjects.FEEDBACK_WILDCARD,
                 durable=subjects.PLANNER_FEEDBACK_CONSUMER,
                 stream=subjects.FEEDBACK_STREAM,
-                cb=self._spawn(self._on_feedback),
+                cb=self._on_feedback,
                 manual_ack=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, **common),  # type: ignore[arg-type]
             )
@@ -198,11 +207,19 @@ class Planner:
                 await sub.unsubscribe()
         if self.tasks:  # let handlers under way finish (their messages are acked or nak'ed)
             await asyncio.wait(self.tasks, timeout=10)
+        if self.commits:
+            await asyncio.wait(self.commits, timeout=10)
+        if self.batcher is not None:
+            self.batcher.cancel()
+        for w in self.queue:  # never decided: a command's sender learns it, feedback is redelivered
+            if w.future is not None and not w.future.done():
+                w.future.set_exception(NotLeader("the planner is stopping"))
+        self.queue.clear()
 
     def _spawn(self, handler: Callable[[Msg], Coroutine[Any, Any, None]]) -> Callable[[Msg], Awaitable[None]]:
-        """Handle messages of different rollouts concurrently (nats-py runs a subscription's callback
-        one message at a time); a rollout's own messages still go in order, as handle() takes the
-        rollout's lock in arrival order (asyncio locks are fair). At most MAX_IN_FLIGHT at once."""
+        """Handle commands concurrently (nats-py runs a subscription's callback one message at a
+        time; an apply parses and checks a document first); a rollout's own commands still go in
+        order, as each queues its input before its first await. At most MAX_IN_FLIGHT at once."""
 
         async def cb(msg: Msg) -> None:
             await self.in_flight.acquire()
@@ -264,7 +281,7 @@ class Planner:
             await self.conn.nc.publish(*found)
 
     async def _on_command(self, msg: Msg) -> None:
-        now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
+        now = _stored_at(msg)
         reply = CommandReply(ok=True)
         try:
             parsed = subjects.parse_command(msg.subject)
@@ -367,7 +384,8 @@ class Planner:
         return await self._apply(namespace, name, encoder.encode(doc), now)
 
     async def _on_feedback(self, msg: Msg) -> None:
-        now = msg.metadata.timestamp.timestamp() if msg.metadata and msg.metadata.timestamp else time.time()
+        """Queue a feedback message for the next batch (no task per message); the batch's commit
+        acknowledges it. A malformed one is acked and dropped, so it is not redelivered forever."""
         try:
             fb = feedback_decoder.decode(msg.data)
             event: Input
@@ -396,16 +414,24 @@ class Planner:
                 case AnalysisRunErrored():
                     event = AnalysisErrored(run_id=fb.run_id, message=fb.message)
             uid = fb.uid if isinstance(fb, (TrafficConfirmed, ScaleObserved)) else ""
-            await self.handle(fb.namespace, fb.name, event, now, report=fb, uid=uid)
+            work = _Work(fb.namespace, fb.name, event, _stored_at(msg), report=fb, uid=uid)
         except msgspec.DecodeError as e:
             log.warning("malformed feedback on %s dropped: %s", msg.subject, e)
-        except Exception:
-            log.exception("feedback on %s failed", msg.subject)
-            await msg.nak(delay=1.0)
+            await msg.ack()
             return
-        await msg.ack()
+        work.msg = msg
+        self._enqueue(work)
 
-    # --- the core step --------------------------------------------------------------------------
+    # --- the core step: decisions in batches, each batch committed at once ------------------------
+    #
+    # Inputs (commands, feedback, timer ticks) queue up as _Work. One loop takes whatever is queued,
+    # decides on each item in arrival order (decide() is pure and synchronous, so a batch is decided
+    # without a single await), and hands the batch to a commit: one state write per rollout that
+    # changed, carrying the outputs of all its decisions in the batch in its outbox, then those
+    # outputs, all put on the connection at once, and their acks awaited together. Only then is any
+    # input of the batch acknowledged or answered. A rollout with a commit under way is not decided
+    # on again until that commit is over (its next inputs wait in the queue, in order); other
+    # rollouts go on in the next batch meanwhile, up to MAX_COMMITS batches in flight.
 
     async def handle(
         self,
@@ -417,52 +443,160 @@ class Planner:
         report: Feedback | None = None,
         uid: str = "",
     ) -> CommandReply:
-        """Decide on one input of one rollout; the rollout's inputs are handled one at a time, in order
-        (its lock is taken before the first await), and `report` is folded into its AnalysisRun record."""
-        key = subjects.rollout_key(namespace, name)
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if self.lease is not None and not self.lease.valid():
-                raise NotLeader("this planner no longer holds the lease")
-            if report is not None:
-                await self.recorder.reported(report, now)
-            old = self.states.get(key)
-            if uid and (old is None or old.uid != uid):
-                return CommandReply(ok=True)  # feedback about a deleted incarnation of this name
-            new, commands = decide(old, event, now, namespace=namespace, name=name)
-            rejected = [c.message for c in commands if isinstance(c, Reject)]
-            if rejected:
-                return CommandReply(ok=False, error=rejected[0], status=status_of(old) if old else None)
-            if new is not None and commands:
-                # Store first (with the outputs in its outbox), then publish: a crash in between
-                # leaves the outputs to whoever loads this state next.
-                new = msgspec.structs.replace(
-                    new, outbox=tuple(c for c in commands if not isinstance(c, Reject))
-                )
-                # The state write is put on the connection before any output (NATS keeps a
-                # connection's order), and the outputs go out without waiting for its answer:
-                # one round trip less per decision. Whatever reached the server after the write
-                # was preceded by it, so a successor never sees outputs of an unstored decision.
-                stored = await self._store(key, new)
+        """Decide on one input of one rollout (in arrival order with the rollout's other inputs) and
+        return once the decision is stored and its outputs are out; `report` is folded into its
+        AnalysisRun record."""
+        work = _Work(namespace, name, event, now, report=report, uid=uid)
+        work.future = asyncio.get_running_loop().create_future()
+        self._enqueue(work)
+        return await work.future
+
+    def _enqueue(self, work: _Work) -> None:
+        self.queue.append(work)
+        if self.batcher is None or self.batcher.done():
+            self.batcher = asyncio.create_task(self._batches(), name="planner-batches")
+        self.wake.set()
+
+    async def _batches(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                while len(self.commits) >= MAX_COMMITS:
+                    await asyncio.wait(self.commits, return_when=asyncio.FIRST_COMPLETED)
+                batch = self._take_batch()
+                if not batch:
+                    break  # all queued inputs are of rollouts being committed: a commit's end wakes us
                 try:
-                    await self._carry_out(commands, new.uid, now)
-                finally:
+                    decided = await self._decide_batch(batch)
+                except BaseException as e:  # never strand a waiting input
+                    for w in batch:
+                        w.error = e
+                    decided = _Decided(batch)
+                keys = set(decided.changed)
+                self.busy |= keys
+                task = asyncio.create_task(self._commit(decided), name="planner-commit")
+                self.commits.add(task)
+                task.add_done_callback(functools.partial(self._committed, keys=keys))
+
+    def _take_batch(self) -> list[_Work]:
+        """The queued inputs that may be decided now, in order: none of a rollout being committed,
+        nor anything after such an input of the same rollout (a rollout's inputs keep their order)."""
+        batch: list[_Work] = []
+        rest: list[_Work] = []
+        held: set[str] = set()
+        for w in self.queue:
+            if len(batch) >= MAX_BATCH or w.key in self.busy or w.key in held:
+                held.add(w.key)
+                rest.append(w)
+            else:
+                batch.append(w)
+        self.queue = rest
+        return batch
+
+    def _committed(self, task: asyncio.Task[None], *, keys: set[str]) -> None:
+        self.commits.discard(task)
+        self.busy -= keys
+        if not task.cancelled() and task.exception() is not None:
+            log.error("commit died: %r", task.exception())
+        if self.queue:
+            self.wake.set()
+
+    async def _decide_batch(self, batch: list[_Work]) -> _Decided:
+        out = _Decided(batch)
+        for w in batch:
+            try:
+                if self.lease is not None and not self.lease.valid():
+                    raise NotLeader("this planner no longer holds the lease")
+                if w.report is not None:
+                    await self.recorder.reported(w.report, w.now)
+                key = w.key
+                old = out.changed[key] if key in out.changed else self.states.get(key)
+                if w.uid and (old is None or old.uid != w.uid):
+                    w.reply = CommandReply(ok=True)  # feedback about a deleted incarnation of this name
+                    continue
+                new, commands = decide(old, w.event, w.now, namespace=w.namespace, name=w.name)
+                rejected = [c.message for c in commands if isinstance(c, Reject)]
+                if rejected:
+                    w.reply = CommandReply(
+                        ok=False, error=rejected[0], status=status_of(old) if old else None
+                    )
+                    continue
+                if new is not None and commands:
+                    out.changed[key] = new
+                    out.outputs.setdefault(key, []).extend(commands)
+                    out.now[key] = w.now
+                    out.records.setdefault(key, []).extend(runs_of(new) + _ended_runs(old, new))
+                self.handled += 1
+                # Feedback has no one to answer: skip building the status for it.
+                wants_status = new is not None and w.report is None and not _is_feedback(w.event)
+                w.reply = CommandReply(ok=True, status=status_of(new) if wants_status and new else None)
+            except Exception as e:
+                w.error = e
+        return out
+
+    async def _commit(self, decided: _Decided) -> None:
+        failed: dict[str, BaseException] = {}
+        sent: list[
+            tuple[str, RolloutState, asyncio.Future[PubAck] | None, list[tuple[str, asyncio.Future[PubAck]]]]
+        ] = []
+        try:
+            # Store first (with the outputs in its outbox), then publish: a crash in between leaves
+            # the outputs to whoever loads the state next. The state write is put on the connection
+            # before its outputs (NATS keeps a connection's order) and nothing waits for an answer
+            # until the whole batch is on the wire: whatever reached the server after a state write
+            # was preceded by it, so a successor never sees outputs of an unstored decision.
+            for key, new in decided.changed.items():
+                commands = decided.outputs[key]
+                state = msgspec.structs.replace(new, outbox=tuple(commands))
+                try:
+                    stored = await self._store(key, state)
+                    acks = await self._send(commands, new.uid, decided.now[key])
+                except Exception as e:
+                    failed[key] = e
+                    continue
+                sent.append((key, state, stored, acks))
+            for key, state, stored, acks in sent:
+                try:
                     await self._stored(key, stored)
-                self.states[key] = new
-                if new.deleted:
+                    for subject, pending in acks:
+                        check_ack(await pending, subject)
+                except Exception as e:
+                    failed[key] = e
+                    continue
+                self.states[key] = state
+                if state.deleted:
                     await self._forget(key)
-                    return CommandReply(ok=True, status=status_of(new))
-                for run in runs_of(new):
-                    await self.recorder.progressed(run, now)
-                for ended in _ended_runs(old, new):
-                    await self.recorder.progressed(ended, now)
-            self.handled += 1
-            if new is not None:
+                    continue
                 self._arm_timer(key)
-            # Feedback has no one to answer: skip building the status for it.
-            return CommandReply(
-                ok=True, status=status_of(new) if new and report is None and not _is_feedback(event) else None
-            )
+                for run in decided.records.get(key, ()):
+                    await self.recorder.progressed(run, decided.now[key])
+        except BaseException as e:  # never strand a waiting input: everything not settled failed
+            for key in decided.changed:
+                failed.setdefault(key, e)
+            raise
+        finally:
+            await self._settle(decided.batch, failed)
+
+    async def _settle(self, batch: list[_Work], failed: dict[str, BaseException]) -> None:
+        """Answer every input of a committed batch; a feedback message is acked (or, when its
+        decision could not be stored or carried out, nak'ed for a redelivery)."""
+        for w in batch:
+            error = w.error or failed.get(w.key)
+            if w.msg is not None:
+                try:
+                    if error is None:
+                        await w.msg.ack()
+                    else:
+                        log.warning("feedback on %s failed (redelivered): %r", w.msg.subject, error)
+                        await w.msg.nak(delay=1.0)
+                except Exception as e:
+                    log.warning("acknowledging %s failed: %r", w.msg.subject, e)
+            if w.future is not None and not w.future.done():
+                if error is not None:
+                    w.future.set_exception(error)
+                else:
+                    w.future.set_result(w.reply or CommandReply(ok=True))
 
     async def _forget(self, key: str) -> None:
         """A deleted rollout's outputs are out: remove its key (a crash before this leaves a
@@ -471,7 +605,6 @@ class Planner:
         await self.kv.delete(key)
         self.states.pop(key, None)
         self.kv_revisions.pop(key, None)
-        self.locks.pop(key, None)
         self._arm_timer(key)
 
     async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck] | None:
@@ -502,20 +635,25 @@ class Planner:
             raise NotLeader(f"state of {key} was written by another planner") from e
 
     async def _carry_out(self, commands: list[Any], uid: str, now: float) -> None:
-        """Publish in a way that a redo of the same decision (after a crash) is deduplicated.
+        """Publish a decision's outputs and wait until the streams have them (a successor's redo)."""
+        for subject, pending in await self._send(commands, uid, now):
+            check_ack(await pending, subject)
 
-        Every output is put on the connection in order (no task per publish), then the acks are
-        awaited together."""
+    async def _send(
+        self, commands: list[Any], uid: str, now: float
+    ) -> list[tuple[str, asyncio.Future[PubAck]]]:
+        """Put the outputs on the connection, in order, each with a Nats-Msg-Id derived from the
+        state, so that a redo of the same decision (after a crash) is deduplicated; returns the
+        acks to await (no task per publish)."""
         send = self.conn.acks().send
         acks: list[tuple[str, asyncio.Future[PubAck]]] = []
 
         async def out(subject: str, payload: bytes, msg_id: str) -> None:
             acks.append((subject, await send(subject, payload, {"Nats-Msg-Id": msg_id})))
 
-        # Only the last event of a decision asks for the stream's ack: the server takes one
-        # connection's messages to one stream in order, so that ack comes after the earlier
-        # events were stored too (a duplicate is dropped silently either way). Two acks fewer per
-        # step transition, the planner's largest per-message cost.
+        # Only the last event asks for the stream's ack: the server takes one connection's
+        # messages to one stream in order, so that ack comes after the earlier events were stored
+        # too (a duplicate is dropped silently either way).
         last_emit = max((i for i, c in enumerate(commands) if isinstance(c, Emit)), default=-1)
         for i, c in enumerate(commands):
             match c:
@@ -553,8 +691,7 @@ class Planner:
                 case StopAnalysis(run_id=run_id):
                     assert self.runs is not None
                     await self.runs.put(subjects.run_stop_key(run_id), b"stopped")
-        for subject, pending in acks:
-            check_ack(await pending, subject)
+        return acks
 
     # --- timers ---------------------------------------------------------------------------------
 
@@ -587,6 +724,68 @@ class Planner:
             self.timers[key] = asyncio.get_running_loop().call_later(
                 1.0, lambda: asyncio.ensure_future(self._tick(namespace, name))
             )
+
+
+class _Work:
+    """One input of one rollout on its way through a batch: decided, committed, then answered."""
+
+    __slots__ = (
+        "error",
+        "event",
+        "future",
+        "key",
+        "msg",
+        "name",
+        "namespace",
+        "now",
+        "reply",
+        "report",
+        "uid",
+    )
+
+    def __init__(
+        self, namespace: str, name: str, event: Input, now: float, *, report: Feedback | None, uid: str
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.key = subjects.rollout_key(namespace, name)
+        self.event = event
+        self.now = now
+        self.report = report
+        self.uid = uid
+        self.msg: Msg | None = None  # feedback: acked (or nak'ed) once the batch is committed
+        self.future: asyncio.Future[CommandReply] | None = None  # commands and ticks: awaited
+        self.reply: CommandReply | None = None
+        self.error: BaseException | None = None
+
+
+class _Decided:
+    """A decided batch: the new state of each rollout that changed, with the outputs of all its
+    decisions, the time of its last one, and the analysis runs whose records may need an update."""
+
+    __slots__ = ("batch", "changed", "now", "outputs", "records")
+
+    def __init__(self, batch: list[_Work]) -> None:
+        self.batch = batch
+        self.changed: dict[str, RolloutState] = {}
+        self.outputs: dict[str, list[Any]] = {}
+        self.now: dict[str, float] = {}
+        self.records: dict[str, list[AnalysisProgress]] = {}
+
+
+def _stored_at(msg: Msg) -> float:
+    """When the stream stored a message, from its ack subject: $JS.ACK.<stream>.<consumer>.
+    <delivered>.<sseq>.<cseq>.<ns>.<pending> (or the 12-token form with domain and account);
+    cheaper than nats-py's Msg.metadata. Decisions use it as `now`, so a redelivery decides alike."""
+    tokens = (msg.reply or "").split(".")
+    try:
+        if len(tokens) == 9:
+            return int(tokens[7]) / 1e9
+        if len(tokens) >= 11:
+            return int(tokens[9]) / 1e9
+    except ValueError:
+        pass
+    return time.time()
 
 
 def _reply_key(msg: Msg) -> tuple[str, bytes]:
