@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(60)
         (1, 95, 0, 1, (1, 1)),
     ],
 )
-def test_argo_examples(replicas: int, weight: int, unavailable: int, surge: int, expected: tuple[int, int]) -> None:
+def test_argo_examples(
+    replicas: int, weight: int, unavailable: int, surge: int, expected: tuple[int, int]
+) -> None:
     got = next_counts(
         replicas=replicas,
         weight=weight,
