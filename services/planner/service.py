@@ -475,6 +475,16 @@ class Planner:
                     decided = _Decided(batch)
                 keys = set(decided.changed)
                 self.busy |= keys
+                if not self.commits and not self.queue:
+                    # Nothing else to do meanwhile (a lone command, a quiet moment): commit here,
+                    # a task less on the way to the answer.
+                    try:
+                        await self._commit(decided)
+                    except Exception as e:  # its inputs are settled; the loop must go on
+                        log.error("commit died: %r", e)
+                    finally:
+                        self.busy -= keys
+                    continue
                 task = asyncio.create_task(self._commit(decided), name="planner-commit")
                 self.commits.add(task)
                 task.add_done_callback(functools.partial(self._committed, keys=keys))
