@@ -2,6 +2,10 @@
 
 Only the planner writes them (it handles every report of a rollout in order), so there is no
 write contention between analyzers; records are what `rollouts analysis list/get` read.
+
+`reported` and `progressed` only fold a report into the (cached) record and return it when it
+changed: the planner writes it with the rest of its batch's commit (`put_of`), so a measurement
+costs no round trip of its own while other rollouts wait to be decided.
 """
 
 from __future__ import annotations
@@ -45,6 +49,13 @@ class RunRecorder:
     async def _save(self, record: runs.AnalysisRunRecord) -> None:
         await self.kv.put(subjects.run_record_key(record.name), encoder.encode(record))
 
+    def put_of(self, record: runs.AnalysisRunRecord) -> tuple[str, bytes]:
+        """The subject and payload that write `record` to its KV key."""
+        return (
+            f"$KV.{subjects.ANALYSIS_RUNS_BUCKET}.{subjects.run_record_key(record.name)}",
+            encoder.encode(record),
+        )
+
     async def created(self, c: StartAnalysis, now: float) -> None:
         if await self._get(c.run_id) is not None:
             return  # a redelivered decision
@@ -60,12 +71,13 @@ class RunRecorder:
         self.cache[c.run_id] = record
         await self._save(record)
 
-    async def reported(self, fb: Feedback, now: float) -> None:
+    async def reported(self, fb: Feedback, now: float) -> runs.AnalysisRunRecord | None:
+        """Fold an analyzer's report into its run's record; the record, to be written."""
         if not isinstance(fb, (AnalysisRunStarted, MeasurementTaken, AnalysisRunErrored)):
-            return
+            return None
         record = await self._get(fb.run_id)
         if record is None:
-            return
+            return None
         match fb:
             case AnalysisRunStarted():
                 runs.started(record, fb, now)
@@ -73,14 +85,17 @@ class RunRecorder:
                 runs.measured(record, fb)
             case AnalysisRunErrored():
                 runs.errored(record, fb, now)
-        await self._save(record)
+        return record
 
-    async def progressed(self, analysis: AnalysisProgress | None, now: float) -> None:
-        """The run's phase as the planner decided it (Successful, Failed, …, or Terminated)."""
+    async def progressed(
+        self, analysis: AnalysisProgress | None, now: float
+    ) -> runs.AnalysisRunRecord | None:
+        """The run's phase as the planner decided it (Successful, Failed, …, or Terminated); the
+        record, to be written, when that changed it."""
         if analysis is None or analysis.phase in ("Pending", "Running"):
-            return
+            return None
         record = await self._get(analysis.run_id)
         if record is None or (record.phase, record.message) == (analysis.phase, analysis.message):
-            return
+            return None
         runs.finished(record, analysis.phase, analysis.message, now)
-        await self._save(record)
+        return record

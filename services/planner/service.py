@@ -57,6 +57,7 @@ from services.planner.state import (
     TrafficApplied,
 )
 from shared import subjects
+from shared.analysis_runs import AnalysisRunRecord
 from shared.jetstream import LEASE_TTL, Connection
 from shared.messages import (
     AnalysisRunErrored,
@@ -518,9 +519,11 @@ class Planner:
             try:
                 if self.lease is not None and not self.lease.valid():
                     raise NotLeader("this planner no longer holds the lease")
-                if w.report is not None:
-                    await self.recorder.reported(w.report, w.now)
                 key = w.key
+                if w.report is not None:
+                    record = await self.recorder.reported(w.report, w.now)
+                    if record is not None:
+                        out.record_puts.append((key, record))
                 old = out.changed[key] if key in out.changed else self.states.get(key)
                 if w.uid and (old is None or old.uid != w.uid):
                     w.reply = CommandReply(ok=True)  # feedback about a deleted incarnation of this name
@@ -566,6 +569,8 @@ class Planner:
                     failed[key] = e
                     continue
                 sent.append((key, state, stored, acks))
+            # AnalysisRun records the batch's reports changed, written with it (no round trip each).
+            record_acks = [(key, await self._put_record(record)) for key, record in decided.record_puts]
             for key, state, stored, acks in sent:
                 try:
                     await self._stored(key, stored)
@@ -580,7 +585,14 @@ class Planner:
                     continue
                 self._arm_timer(key)
                 for run in decided.records.get(key, ()):
-                    await self.recorder.progressed(run, decided.now[key])
+                    record = await self.recorder.progressed(run, decided.now[key])
+                    if record is not None:
+                        record_acks.append((key, await self._put_record(record)))
+            for key, pending in record_acks:
+                try:
+                    check_ack(await pending, key)
+                except Exception as e:
+                    failed.setdefault(key, e)
         except BaseException as e:  # never strand a waiting input: everything not settled failed
             for key in decided.changed:
                 failed.setdefault(key, e)
@@ -607,6 +619,10 @@ class Planner:
                     w.future.set_exception(error)
                 else:
                     w.future.set_result(w.reply or CommandReply(ok=True))
+
+    async def _put_record(self, record: AnalysisRunRecord) -> asyncio.Future[PubAck]:
+        subject, data = self.recorder.put_of(record)
+        return await self.conn.acks().send(subject, data)
 
     async def _forget(self, key: str) -> None:
         """A deleted rollout's outputs are out: remove its key (a crash before this leaves a
@@ -771,9 +787,10 @@ class _Work:
 
 class _Decided:
     """A decided batch: the new state of each rollout that changed, with the outputs of all its
-    decisions, the time of its last one, and the analysis runs whose records may need an update."""
+    decisions, the time of its last one, the analysis runs whose records may need an update once
+    it is stored, and the records its reports changed."""
 
-    __slots__ = ("batch", "changed", "now", "outputs", "records")
+    __slots__ = ("batch", "changed", "now", "outputs", "record_puts", "records")
 
     def __init__(self, batch: list[_Work]) -> None:
         self.batch = batch
@@ -781,6 +798,8 @@ class _Decided:
         self.outputs: dict[str, list[Any]] = {}
         self.now: dict[str, float] = {}
         self.records: dict[str, list[AnalysisProgress]] = {}
+        # AnalysisRun records the batch's reports changed, by the rollout they belong to
+        self.record_puts: list[tuple[str, AnalysisRunRecord]] = []
 
 
 def _stored_at(msg: Msg) -> float:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.traffic_shifter.proxy import Backend, ProxyStats, WeightedProxy
 from shared.messages import Endpoints, TrafficDesired
@@ -26,6 +27,22 @@ class TrafficProvider(Protocol):
     def stats(self) -> dict[str, ProxyStats]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class DriftChecker(Protocol):
+    """A router whose live configuration can be compared with the desired one (Kubernetes, nginx)."""
+
+    async def check_drift(self) -> int:
+        """Put back whatever was changed by hand; how many objects (or True) were corrected."""
+        ...
+
+
+@runtime_checkable
+class DriftWatcher(Protocol):
+    """A router that can be watched for hand edits, and corrects them as they happen (Kubernetes)."""
+
+    async def watch_drift(self, stop: asyncio.Event) -> None: ...
 
 
 class NoopProvider:

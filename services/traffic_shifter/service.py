@@ -16,7 +16,13 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from services.traffic_shifter.providers import PREVIEW_SUFFIX, NotReady, TrafficProvider
+from services.traffic_shifter.providers import (
+    PREVIEW_SUFFIX,
+    DriftChecker,
+    DriftWatcher,
+    NotReady,
+    TrafficProvider,
+)
 from services.traffic_shifter.samples import SampleRecorder, samples_handler
 from shared import subjects
 from shared.jetstream import Connection
@@ -256,9 +262,12 @@ async def correct_drift(provider: TrafficProvider, stop: asyncio.Event, interval
     Providers that can watch their objects (Kubernetes) react at once and are also re-checked
     every `interval` seconds; file-based ones (nginx) are checked every `interval` seconds. A
     failed check is logged and tried again, never fatal."""
-    watch = getattr(provider, "watch_drift", None)
-    check = getattr(provider, "check_drift", None)
-    watcher = asyncio.create_task(watch(stop), name="drift-watch") if watch is not None else None
+    check = provider.check_drift if isinstance(provider, DriftChecker) else None
+    watcher = (
+        asyncio.create_task(provider.watch_drift(stop), name="drift-watch")
+        if isinstance(provider, DriftWatcher)
+        else None
+    )
     try:
         while check is not None and not stop.is_set():
             with contextlib.suppress(TimeoutError):
