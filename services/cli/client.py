@@ -13,9 +13,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
-from services.planner.decide import status_of
 from services.planner.service import rollout_document, state_decoder
 from services.planner.state import RolloutState
+from services.planner.status import status_of
 from shared import subjects
 from shared.analysis_runs import AnalysisRunRecord, record_decoder
 from shared.jetstream import Connection, connect

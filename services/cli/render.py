@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from services.planner.decide import iso, status_of
+from services.planner.decide import iso
 from services.planner.state import RolloutState
+from services.planner.status import status_of
 from shared.analysis_runs import AnalysisRunRecord
 from shared.messages import RolloutEvent
 

@@ -30,7 +30,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.kube_bridge import translate
 from services.kube_bridge.ratelimit import TokenBucket
-from services.kube_bridge.status import argo_status, merge_patch
+from services.kube_bridge.status import merge_patch
 from services.kube_bridge.translate import (
     ANALYSIS_TEMPLATE,
     CLUSTER_ANALYSIS_TEMPLATE,
@@ -46,6 +46,7 @@ from services.kube_bridge.watch import (
 )
 from services.planner.service import state_decoder
 from services.planner.state import RolloutState
+from services.planner.status import argo_status
 from shared import subjects
 from shared.jetstream import Connection
 from shared.messages import CommandReply, reply_decoder

@@ -269,7 +269,7 @@ def _apply(c: _Ctx, event: Apply) -> str | None:
     if new_hash == s.stable_hash:
         # Going back to the stable revision skips every step (fast rollback).
         s.current_hash = new_hash
-        s.revision = _revision_of(s, new_hash)
+        s.revision = revision_of(s, new_hash)
         s.step_index = len(plan.steps)
         s.set_weight = 100
         c.emit("RolloutRolledBack", f"Pod template is the stable revision {s.revision}: steps skipped")
@@ -1182,7 +1182,7 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
     gone = [h for h in s.replicas if h not in remaining]
     _publish_scale(c, replicas)
     for h in gone:
-        c.emit("ScaledDown", f"Revision {_revision_of(s, h)} scaled down to 0")
+        c.emit("ScaledDown", f"Revision {revision_of(s, h)} scaled down to 0")
 
 
 def _selectors(s: RolloutState) -> dict[str, str]:
@@ -1438,7 +1438,7 @@ def _delay_scale_down(c: _Ctx, old: str, delay: float) -> tuple[PendingScaleDown
     limit = s.plan.scale_down_delay_revision_limit
     if limit is None or len(pending) <= limit:
         return pending
-    newest = sorted(pending, key=lambda p: _revision_of(s, p.revision), reverse=True)
+    newest = sorted(pending, key=lambda p: revision_of(s, p.revision), reverse=True)
     return tuple(
         p if i < limit else PendingScaleDown(revision=p.revision, at=c.now) for i, p in enumerate(newest)
     )
@@ -1448,7 +1448,7 @@ def _without(items: Sequence[PendingScaleDown], revision: str) -> tuple[PendingS
     return tuple(p for p in items if p.revision != revision)
 
 
-def _revision_of(s: RolloutState, h: str) -> int:
+def revision_of(s: RolloutState, h: str) -> int:
     for r in reversed(s.revisions):
         if r.hash == h:
             return r.number
@@ -1467,9 +1467,9 @@ def _trim_history(s: RolloutState) -> None:
 
 def _describe_ready(s: RolloutState) -> str:
     parts = []
-    for h, n in sorted(s.ready.items(), key=lambda kv: _revision_of(s, kv[0])):
+    for h, n in sorted(s.ready.items(), key=lambda kv: revision_of(s, kv[0])):
         role = "stable" if h == s.stable_hash else ("canary" if h == s.current_hash else "old")
-        parts.append(f"revision {_revision_of(s, h)} ({role}) {n}/{s.replicas.get(h, 0)}")
+        parts.append(f"revision {revision_of(s, h)} ({role}) {n}/{s.replicas.get(h, 0)}")
     return ", ".join(parts) or "none"
 
 
@@ -1479,62 +1479,3 @@ def _fmt_seconds(seconds: float | None) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
-
-
-def status_of(s: RolloutState) -> dict[str, Any]:
-    """The `status` object of `rollouts get -o json`, with Argo's field names."""
-    steps = len(s.plan.steps)
-    status: dict[str, Any] = {
-        "phase": s.phase,
-        "message": s.message,
-        "currentStepIndex": min(s.step_index, steps),
-        "setWeight": s.set_weight,
-        "actualWeight": s.actual_weight,
-        "stableRevision": _revision_of(s, s.stable_hash),
-        "currentRevision": s.revision,
-        "stableRS": s.stable_hash,
-        "currentPodHash": s.current_hash,
-        "abort": s.abort,
-        "pauseConditions": [{"reason": p.reason, "startTime": iso(p.start_time)} for p in s.pause_conditions],
-        "controllerPause": bool(s.pause_conditions),
-        "paused": s.paused,
-        "observedGeneration": s.generation,
-        "replicas": sum(s.replicas.values()),
-        "readyReplicas": sum(s.ready.get(h, 0) for h in s.replicas),
-        "updatedReplicas": s.ready.get(s.current_hash, 0),
-        "canary": {
-            "weights": {
-                "canary": {"podTemplateHash": s.current_hash, "weight": s.actual_weight},
-                "stable": {"podTemplateHash": s.stable_hash, "weight": 100 - s.actual_weight},
-            }
-        },
-    }
-    if s.abort:
-        status["abortedAt"] = iso(s.aborted_at) if s.aborted_at is not None else None
-    for key, a in (("currentAnalysisRun", s.analysis), ("currentBackgroundAnalysisRun", s.background)):
-        if a is not None:
-            status[key] = {
-                "name": a.run_id,
-                "phase": a.phase,
-                "message": a.message,
-                "metrics": dict(a.metric_phases),
-            }
-    if s.experiment is not None:
-        status["currentExperiment"] = {
-            "step": s.experiment.step_index,
-            "replicaSets": dict(s.experiment.sets),
-            "endsAt": iso(s.experiment.ends_at) if s.experiment.ends_at else None,
-            "analysisRuns": {n: {"name": r.run_id, "phase": r.phase} for n, r in s.experiment.runs.items()},
-        }
-    status["revisions"] = [
-        {
-            "revision": r.number,
-            "podTemplateHash": r.hash,
-            "images": list(r.images),
-            "role": "stable" if r.hash == s.stable_hash else ("canary" if r.hash == s.current_hash else ""),
-            "replicas": s.replicas.get(r.hash, 0),
-            "ready": s.ready.get(r.hash, 0),
-        }
-        for r in s.revisions
-    ]
-    return status

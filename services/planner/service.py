@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.planner.decide import decide, next_wakeup, runs_of, status_of
+from services.planner.decide import decide, next_wakeup, runs_of
 from services.planner.edits import EditError, SetImagePayload, UndoPayload, set_image_document, undo_document
 from services.planner.leadership import Lease
 from services.planner.plan import compile_plan
@@ -56,6 +56,7 @@ from services.planner.state import (
     Tick,
     TrafficApplied,
 )
+from services.planner.status import status_of
 from shared import subjects
 from shared.analysis_runs import AnalysisRunRecord
 from shared.jetstream import LEASE_TTL, Connection

@@ -32,7 +32,7 @@ import msgspec
 import pytest
 import yaml
 
-from services.planner.decide import decide, next_wakeup, status_of
+from services.planner.decide import decide, next_wakeup
 from services.planner.plan import compile_plan
 from services.planner.state import (
     Abort,
@@ -60,6 +60,7 @@ from services.planner.state import (
     Tick,
     TrafficApplied,
 )
+from services.planner.status import status_of
 from shared.messages import RolloutEvent
 from shared.specs import parse_rollout
 
@@ -1115,7 +1116,13 @@ def test_fast_rollback_before_any_traffic_shift_reports_full_weight() -> None:
     w.send(apply("my-app:2.0.0"))
     assert w.s.phase == "Healthy" and w.s.current_hash == w.s.stable_hash
     assert w.s.actual_weight == 100
-    assert status_of(w.s)["canary"]["weights"]["canary"]["weight"] == 100
+    st = status_of(w.s)
+    assert st["actualWeight"] == 100
+    # As Argo reports a fully promoted rollout: no canary weight, all of it on the stable hash,
+    # which is the current one.
+    assert st["canary"]["weights"]["canary"]["weight"] == 0
+    stable = st["canary"]["weights"]["stable"]
+    assert (stable["weight"], stable["podTemplateHash"]) == (100, w.s.current_hash)
 
 
 def test_weight_waits_for_fresh_readiness_of_a_revision_that_was_scaled_down() -> None:

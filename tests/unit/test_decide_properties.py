@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.analyzer.assess import Phase
-from services.planner.decide import decide, status_of
+from services.planner.decide import decide
 from services.planner.plan import template_hash
 from services.planner.state import (
     Abort,
@@ -57,6 +57,7 @@ from services.planner.state import (
     Tick,
     TrafficApplied,
 )
+from services.planner.status import status_of
 from shared.messages import TemplateRef
 
 pytestmark = pytest.mark.timeout(120)

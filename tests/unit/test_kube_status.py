@@ -1,4 +1,4 @@
-"""Unit tests of services.kube_bridge.status: the planner's state as Argo's RolloutStatus JSON.
+"""Unit tests of services.planner.status (and kube_bridge.status.merge_patch): the planner's state as Argo's RolloutStatus JSON.
 
 States come from the planner's own decide() (with every scale and traffic change confirmed at once):
 a Healthy rollout, one paused at a pause step (pauseConditions, canary.weights), an aborted one, a
@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from services.kube_bridge.status import argo_status, format_selector, merge_patch, step_hash
+from services.kube_bridge.status import merge_patch
 from services.planner.decide import decide, iso
 from services.planner.plan import compile_plan
 from services.planner.state import (
@@ -28,6 +28,7 @@ from services.planner.state import (
     ScaleReported,
     TrafficApplied,
 )
+from services.planner.status import argo_status, format_selector, step_hash
 from shared.specs import parse_rollout
 
 T0 = 1_760_000_000.0
