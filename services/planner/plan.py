@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, TypeVar
 
 import msgspec
@@ -33,6 +34,17 @@ def template_hash(template: dict[str, Any]) -> str:
     """A stable short hash of the pod template, playing the part of Argo's pod-template-hash."""
     canonical = msgspec.json.encode(template, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:10]
+
+
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
+
+
+def step_hash(steps: Any) -> str:
+    """A hash of the canary steps, as Argo's ComputeStepHash: FNV-32a, decimal, safe-encoded."""
+    h = 0x811C9DC5
+    for byte in json.dumps(steps, sort_keys=True, separators=(",", ":")).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "".join(_SAFE[ord(ch) % len(_SAFE)] for ch in str(h))
 
 
 def compile_plan(rollout: Rollout) -> Plan:
@@ -81,6 +93,10 @@ def compile_plan(rollout: Rollout) -> Plan:
     fields: dict[str, Any] = dict(
         replicas=spec.replicas if spec.replicas is not None else 1,
         steps=tuple(steps),
+        # Argo's status.currentStepHash, computed once (it hashes the steps' JSON byte by byte)
+        steps_hash=step_hash(msgspec.to_builtins(canary.steps))
+        if canary is not None and canary.steps
+        else "",
         template=template,
         template_hash=template_hash(template),
         images=images,

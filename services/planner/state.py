@@ -96,6 +96,7 @@ class Plan(_S, frozen=True):
     steps: tuple[Step, ...]
     template: dict[str, Any]
     template_hash: str
+    steps_hash: str = ""  # Argo's currentStepHash of strategy.canary.steps ("" without steps)
     images: tuple[str, ...] = ()
     port: int | None = None
     paused: bool = False

@@ -12,10 +12,10 @@ carry Argo's types and reasons and keep their times while their status and reaso
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from services.planner.decide import iso, revision_of
+from services.planner.plan import step_hash
 from services.planner.state import AnalysisProgress, RolloutState
 
 # Argo's condition types and reasons (utils/conditions/conditions.go).
@@ -94,7 +94,7 @@ def _from_state(s: RolloutState) -> dict[str, Any]:
         steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
         if steps:
             status["currentStepIndex"] = min(s.step_index, len(plan.steps))
-            status["currentStepHash"] = step_hash(steps)
+            status["currentStepHash"] = plan.steps_hash or step_hash(steps)  # older states lack it
         status["HPAReplicas"] = ready
         status["canary"] = _canary(s)
     else:
@@ -244,17 +244,6 @@ def format_selector(selector: Any) -> str:
             case "DoesNotExist":
                 parts.append(f"!{key}")
     return ",".join(parts)
-
-
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
-
-
-def step_hash(steps: Any) -> str:
-    """A hash of the canary steps, as Argo's ComputeStepHash: FNV-32a, decimal, safe-encoded."""
-    h = 0x811C9DC5
-    for byte in json.dumps(steps, sort_keys=True, separators=(",", ":")).encode():
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return "".join(_SAFE[ord(ch) % len(_SAFE)] for ch in str(h))
 
 
 def _omit_empty(status: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import msgspec
 
 from services.kube_bridge.status import merge_patch
 from services.planner.decide import decide, iso
-from services.planner.plan import compile_plan
+from services.planner.plan import compile_plan, step_hash
 from services.planner.state import (
     Abort,
     Apply,
@@ -28,7 +28,7 @@ from services.planner.state import (
     ScaleReported,
     TrafficApplied,
 )
-from services.planner.status import argo_status, format_selector, step_hash
+from services.planner.status import argo_status, format_selector
 from shared.specs import parse_rollout
 
 T0 = 1_760_000_000.0
@@ -340,3 +340,12 @@ def test_status_written_then_patched_gives_the_new_status() -> None:
 
     assert apply_patch(a, merge_patch(a, b)) == b
     assert apply_patch(b, merge_patch(b, a)) == a
+
+
+def test_the_plan_carries_the_step_hash_of_the_applied_steps() -> None:
+    """Computed once at compile time (the status of a rollout with hundreds of steps is built on
+    every command reply and status write), equal to hashing the applied document's steps."""
+    doc = canary_doc("web:1")
+    plan = compile_plan(parse_rollout(doc))
+    assert plan.steps_hash == step_hash(doc["spec"]["strategy"]["canary"]["steps"])
+    assert compile_plan(parse_rollout(blue_green_doc("web:1"))).steps_hash == ""
