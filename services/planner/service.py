@@ -560,21 +560,36 @@ class Planner:
             # before its outputs (NATS keeps a connection's order) and nothing waits for an answer
             # until the whole batch is on the wire: whatever reached the server after a state write
             # was preceded by it, so a successor never sees outputs of an unstored decision.
+            created: list[tuple[str, RolloutState, asyncio.Future[PubAck]]] = []
             for key, new in decided.changed.items():
                 commands = decided.outputs[key]
                 state = msgspec.structs.replace(new, outbox=tuple(commands))
                 try:
                     stored = await self._store(key, state)
+                    if key not in self.kv_revisions:
+                        # A new rollout: its outputs wait for the create's answer (below), as a key
+                        # deleted earlier (a tombstone) needs another attempt; the batch's other
+                        # creates are on the wire meanwhile.
+                        created.append((key, state, stored))
+                        continue
                     acks = await self._send(commands, new.uid, decided.now[key])
                 except Exception as e:
                     failed[key] = e
                     continue
                 sent.append((key, state, stored, acks))
+            for key, state, write in created:
+                try:
+                    await self._created(key, state, write)
+                    acks = await self._send(decided.outputs[key], state.uid, decided.now[key])
+                except Exception as e:
+                    failed[key] = e
+                    continue
+                sent.append((key, state, None, acks))
             # AnalysisRun records the batch's reports changed, written with it (no round trip each).
             record_acks = [(key, await self._put_record(record)) for key, record in decided.record_puts]
-            for key, state, stored, acks in sent:
+            for key, state, update, acks in sent:
                 try:
-                    await self._stored(key, stored)
+                    await self._stored(key, update)
                     for subject, pending in acks:
                         check_ack(await pending, subject)
                 except Exception as e:
@@ -634,24 +649,34 @@ class Planner:
         self.kv_revisions.pop(key, None)
         self._arm_timer(key)
 
-    async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck] | None:
-        """Compare-and-set: a write based on a state another planner has since replaced fails.
+    async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck]:
+        """Compare-and-set: a write based on a state another planner has since replaced fails; a new
+        rollout's key must not exist (`_created` settles that).
 
-        An update is only put on the connection here; `_stored` awaits its answer, so the outputs
-        can follow it onto the wire without waiting (one round trip less per decision)."""
-        assert self.kv is not None
-        data = encoder.encode(state)
-        last = self.kv_revisions.get(key)
-        if last is None:
-            try:
-                self.kv_revisions[key] = await self.kv.create(key, data)
-            except KeyWrongLastSequenceError as e:
-                raise NotLeader(f"state of {key} was written by another planner") from e
-            return None
-        # KeyValue.update without nats-py's per-request overhead (shared.publisher).
+        The write is only put on the connection here; `_stored` (or `_created`) awaits its answer,
+        so the outputs can follow it onto the wire without waiting (one round trip per batch)."""
+        last = self.kv_revisions.get(key, 0)
+        # KeyValue.update / create without nats-py's per-request overhead (shared.publisher).
         return await self.conn.acks().send(
-            f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}", data, {"Nats-Expected-Last-Subject-Sequence": str(last)}
+            f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}",
+            encoder.encode(state),
+            {"Nats-Expected-Last-Subject-Sequence": str(last)},
         )
+
+    async def _created(self, key: str, state: RolloutState, pending: asyncio.Future[PubAck]) -> None:
+        """The answer to a new rollout's first write. A key deleted before (the rollout was deleted
+        and is applied again) still has a tombstone: KeyValue.create writes over that, and refuses
+        when the key holds a value, i.e. another planner created it meanwhile."""
+        assert self.kv is not None
+        try:
+            self.kv_revisions[key] = check_ack(await pending, key).seq
+            return
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            self.kv_revisions[key] = await self.kv.create(key, encoder.encode(state))
+        except KeyWrongLastSequenceError as e:
+            raise NotLeader(f"state of {key} was written by another planner") from e
 
     async def _stored(self, key: str, pending: asyncio.Future[PubAck] | None) -> None:
         if pending is None:

@@ -13,7 +13,7 @@ import pytest
 
 from services.planner.plan import compile_plan
 from services.planner.service import NotLeader, Planner, state_decoder
-from services.planner.state import Apply, Pause, Resume
+from services.planner.state import Apply, Delete, Pause, Resume
 from shared import subjects
 from shared.jetstream import Connection
 from shared.messages import encoder
@@ -106,3 +106,22 @@ async def test_a_rollout_whose_state_cannot_be_stored_fails_only_its_own_inputs(
     assert not isinstance(results[1], BaseException) and results[1].ok
     assert (await _stored(nats_conn, "b")).paused is True
     assert (await _stored(nats_conn, "a")).paused is False
+
+
+async def test_rollouts_created_in_one_batch_are_all_stored(planner: Planner, nats_conn: Connection) -> None:
+    names = [f"web-{i}" for i in range(20)]
+    replies = await asyncio.gather(*(planner.handle("default", n, _apply(n), time.time()) for n in names))
+    assert all(r.ok for r in replies)
+    for n in names:
+        assert (await _stored(nats_conn, n)).name == n
+
+
+async def test_a_deleted_rollout_applied_again_is_created_over_its_tombstone(
+    planner: Planner, nats_conn: Connection
+) -> None:
+    await planner.handle("default", "web", _apply("web"), time.time())
+    await planner.handle("default", "web", Delete(), time.time())
+    assert subjects.rollout_key("default", "web") not in planner.states
+    reply = await planner.handle("default", "web", _apply("web"), time.time() + 1)
+    assert reply.ok
+    assert (await _stored(nats_conn, "web")).name == "web"
