@@ -20,6 +20,15 @@ class _Msg(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", fro
 # --- desired state (planner -> traffic-shifter / scaler), last value per rollout ----------
 
 
+class WeightedDestination(_Msg, frozen=True):
+    """An extra destination of a rollout's traffic (Argo's additionalDestinations): an experiment's
+    replica set taking `weight` percent while the experiment runs."""
+
+    revision: str  # the replica set's key, as in ScaleDesired / Endpoints ("<hash>-<template name>")
+    weight: int
+    name: str = ""  # the experiment template's name
+
+
 class TrafficDesired(_Msg, frozen=True):
     """Where a rollout's traffic should go; the shifter confirms `generation` once applied."""
 
@@ -41,6 +50,8 @@ class TrafficDesired(_Msg, frozen=True):
     # Argo's managed routes (setHeaderRoute / setMirrorRoute steps in effect), in managedRoutes order.
     header_routes: tuple[HeaderRoute, ...] = ()
     mirror_routes: tuple[MirrorRoute, ...] = ()
+    # Experiment replica sets with a weight; the stable revision gets 100 - canary_weight - their sum.
+    additional: tuple[WeightedDestination, ...] = ()
 
 
 class ReplicaSetDesired(_Msg, frozen=True):

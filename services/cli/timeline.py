@@ -152,7 +152,11 @@ def timeline(plan: Plan) -> list[TimelineEntry]:
             case ExperimentStep(templates=ex_templates, seconds=ex_seconds, analyses=ex_analyses):
                 if ex_seconds is not None:
                     elapsed += ex_seconds
-                sets = ", ".join(f"{t.name} ({t.spec_ref}, {t.replicas})" for t in ex_templates)
+                sets = ", ".join(
+                    f"{t.name} ({t.spec_ref}, {t.replicas}"
+                    + (f", {t.weight}% of traffic)" if t.weight else ")")
+                    for t in ex_templates
+                )
                 runs = ", ".join(a.name for a in ex_analyses) or "no analysis"
                 how = (
                     f"for {format_duration(ex_seconds)}"

@@ -64,6 +64,7 @@ from shared.messages import (
     ServiceSelector,
     TemplateRef,
     TrafficDesired,
+    WeightedDestination,
 )
 from shared.routes import HeaderRoute, MirrorRoute
 
@@ -470,6 +471,10 @@ def _traffic_applied(c: _Ctx, ev: TrafficApplied) -> str | None:
     s.traffic_confirmed = ev.generation
     s.confirmed_canary = s.routed_canary if ev.canary_weight > 0 else s.routed_preview
     s.confirmed_stable = s.routed_stable if ev.canary_weight < 100 else ""
+    released = set(s.confirmed_additional) - {d.revision for d in s.routed_additional}
+    s.confirmed_additional = tuple(d.revision for d in s.routed_additional)
+    if released:  # experiment sets no longer sent traffic: now they may go
+        _scale(c, canary=None)
     s.actual_weight = _share_of_current(s, s.routed_canary, ev.canary_weight)
     c.emit("WeightConfirmed", f"Traffic router confirmed weight {s.actual_weight}% on revision {s.revision}")
     return None
@@ -968,12 +973,15 @@ def _experiment_step(c: _Ctx, step: ExperimentStep) -> bool:
     e = s.experiment
     if e is None or e.step_index != s.step_index:
         sets = {}
+        weights = {}
         for t in step.templates:
             source = s.stable_hash if t.spec_ref == "stable" else s.current_hash
             key = f"{source}-{t.name}"
             sets[key] = t.replicas
+            if t.weight:
+                weights[key] = (t.name, t.weight)
             s.templates = {**s.templates, key: s.templates.get(source, s.plan.template)}
-        s.experiment = e = ExperimentProgress(step_index=s.step_index, sets=sets)
+        s.experiment = e = ExperimentProgress(step_index=s.step_index, sets=sets, weights=weights)
         _scale(c, canary=None)
         names = ", ".join(t.name for t in step.templates)
         c.emit("ExperimentStarted", f"Step {s.step_index + 1}: experiment with {names}")
@@ -981,6 +989,14 @@ def _experiment_step(c: _Ctx, step: ExperimentStep) -> bool:
         missing = [k for k, n in e.sets.items() if s.ready.get(k, 0) < n]
         if missing:
             c.wait("replicas", f"waiting for the experiment's replica sets ({', '.join(missing)})")
+            return False
+        if e.weights and not e.routed:
+            # Argo's additionalDestinations: the weighted sets take their share of the traffic
+            # (from the stable's) before the analyses start measuring them.
+            s.experiment = e = msgspec.structs.replace(e, routed=True)
+            _route(c, s.desired_canary_weight)
+        if e.routed and s.traffic_confirmed < s.traffic_generation:
+            c.wait("traffic", "waiting for the traffic router to route to the experiment's replica sets")
             return False
         runs = {}
         for a in step.analyses:
@@ -1163,6 +1179,7 @@ def _scale(c: _Ctx, *, canary: int | None) -> None:
     due = {p.revision for p in s.scale_downs if p.at <= c.now}
     s.scale_downs = tuple(p for p in s.scale_downs if p.at > c.now)
     keep = {p.revision for p in s.scale_downs} | {s.confirmed_canary or "", s.confirmed_stable}
+    keep.update(s.confirmed_additional)
     replicas: dict[str, int] = {h: n for h, n in s.replicas.items() if h in keep}
     if s.experiment is not None:
         replicas.update(s.experiment.sets)
@@ -1252,6 +1269,7 @@ def _route_bg(c: _Ctx, *, active: str, preview: bool) -> None:
 
 def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, preview: str | None) -> None:
     s = c.s
+    additional = _additional(s)
     if (
         s.traffic_generation > 0
         and s.routed_stable == stable
@@ -1260,6 +1278,7 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
         and s.desired_canary_weight == weight
         and s.routed_header_routes == s.header_routes
         and s.routed_mirror_routes == s.mirror_routes
+        and s.routed_additional == additional
     ):
         if s.traffic_confirmed >= s.traffic_generation:
             s.actual_weight = _share_of_current(s, canary, weight)
@@ -1270,6 +1289,7 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
     s.routed_preview = preview
     s.routed_header_routes = s.header_routes
     s.routed_mirror_routes = s.mirror_routes
+    s.routed_additional = additional
     s.desired_canary_weight = weight
     if s.scale_generation > 0 and _selectors(s) != s.selected:
         # Kubernetes mode: Services are pointed at their revisions before the router moves weight.
@@ -1294,8 +1314,20 @@ def _publish_route(c: _Ctx, *, stable: str, canary: str | None, weight: int, pre
                 mirror_routes=s.mirror_routes,
                 preview_port=plan.preview_port if preview else None,
                 preview_service=plan.preview_service if preview else None,
+                additional=additional,
             )
         )
+    )
+
+
+def _additional(s: RolloutState) -> tuple[WeightedDestination, ...]:
+    """The experiment's weighted replica sets, once the experiment routes to them."""
+    e = s.experiment
+    if e is None or not e.routed or s.abort:
+        return ()
+    return tuple(
+        WeightedDestination(revision=key, weight=weight, name=name)
+        for key, (name, weight) in sorted(e.weights.items())
     )
 
 
@@ -1323,7 +1355,10 @@ def _end_experiment(c: _Ctx) -> None:
         return
     for name in s.experiment.runs:
         _stop_analysis_run(c, f"exp:{name}")
+    routed = s.experiment.routed
     s.experiment = None
+    if routed:  # the weighted sets give their traffic back (they stay up until the router confirms)
+        _route(c, s.desired_canary_weight)
     _scale(c, canary=None)
 
 

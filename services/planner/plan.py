@@ -174,11 +174,13 @@ def _experiment(e: Any, path: str) -> ExperimentStep:
     for i, t in enumerate(e.templates or []):
         if t.spec_ref not in ("stable", "canary"):
             raise SpecError(f"{path}.templates[{i}].specRef", "must be stable or canary")
-        if t.weight:
-            raise SpecError(
-                f"{path}.templates[{i}].weight", "experiment traffic weights are not supported yet"
+        if t.weight is not None and not 0 <= t.weight <= 100:
+            raise SpecError(f"{path}.templates[{i}].weight", "must be within 0..100")
+        templates.append(
+            ExperimentTemplate(
+                name=t.name, spec_ref=t.spec_ref, replicas=t.replicas or 1, weight=t.weight or 0
             )
-        templates.append(ExperimentTemplate(name=t.name, spec_ref=t.spec_ref, replicas=t.replicas or 1))
+        )
     analyses = tuple(
         ExperimentAnalysis(
             name=a.name,
@@ -196,6 +198,8 @@ def _experiment(e: Any, path: str) -> ExperimentStep:
             raise SpecError(f"{path}.duration", str(err)) from err
     if seconds is None and analyses and not any(a.required_for_completion for a in analyses):
         raise SpecError(f"{path}.duration", "required unless an analysis has requiredForCompletion")
+    if sum(t.weight for t in templates) > 100:
+        raise SpecError(f"{path}.templates", "the templates' weights add up to more than 100")
     dry_run = tuple(d.metric_name for d in e.dry_run or [])
     return ExperimentStep(templates=tuple(templates), analyses=analyses, seconds=seconds, dry_run=dry_run)
 

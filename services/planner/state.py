@@ -6,7 +6,15 @@ from typing import Any
 
 import msgspec
 
-from shared.messages import AnalysisStart, ArgValue, RolloutEvent, ScaleDesired, TemplateRef, TrafficDesired
+from shared.messages import (
+    AnalysisStart,
+    ArgValue,
+    RolloutEvent,
+    ScaleDesired,
+    TemplateRef,
+    TrafficDesired,
+    WeightedDestination,
+)
 from shared.routes import HeaderRoute, MirrorRoute
 
 
@@ -60,6 +68,7 @@ class ExperimentTemplate(_S, frozen=True):
     name: str
     spec_ref: str  # "stable" | "canary"
     replicas: int = 1
+    weight: int = 0  # share of traffic routed to this replica set while the experiment runs
 
 
 class ExperimentAnalysis(_S, frozen=True):
@@ -159,6 +168,9 @@ class AnalysisProgress(_S, frozen=True):
 class ExperimentProgress(_S, frozen=True):
     step_index: int
     sets: dict[str, int] = {}  # replica-set key ("<hash>-<template name>") -> replicas
+    # weighted templates: replica-set key -> (template name, share of traffic), routed once ready
+    weights: dict[str, tuple[str, int]] = {}
+    routed: bool = False  # the weights were sent to the router (taken back when it ends)
     started: bool = False  # every set ready and the analyses started
     ends_at: float | None = None
     runs: dict[str, AnalysisProgress] = {}
@@ -194,10 +206,12 @@ class RolloutState(_Mutable):
     routed_preview: str | None = None
     confirmed_stable: str = ""  # revisions the router confirmed sending traffic to
     confirmed_canary: str | None = None
+    confirmed_additional: tuple[str, ...] = ()  # experiment sets the router confirmed routing to
     header_routes: tuple[HeaderRoute, ...] = ()  # managed routes in force for the canary
     mirror_routes: tuple[MirrorRoute, ...] = ()
     routed_header_routes: tuple[HeaderRoute, ...] = ()  # as last sent to the router
     routed_mirror_routes: tuple[MirrorRoute, ...] = ()
+    routed_additional: tuple[WeightedDestination, ...] = ()  # experiment sets, as last sent
     experiment: ExperimentProgress | None = None
     restart_at: float | None = None  # `restart`: replicas created before this are replaced
     canary_scale: CanaryScaleStep | None = None  # the last setCanaryScale in force (None: match weight)

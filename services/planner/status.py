@@ -117,10 +117,21 @@ def _canary(s: RolloutState) -> dict[str, Any]:
     if s.plan.routing is not None or s.plan.port is not None:
         # Weights the traffic router confirmed (Argo: "the weights which have been set on traffic provider").
         canary_weight = s.actual_weight if s.current_hash != s.stable_hash else 0
+        # Experiment replica sets the router confirmed sending a share to (additionalDestinations).
+        confirmed = set(s.confirmed_additional)
+        additional = [
+            _weight(d.weight, "", d.revision) for d in s.routed_additional if d.revision in confirmed
+        ]
         out["weights"] = {
             "canary": _weight(canary_weight, s.plan.canary_service, s.current_hash),
-            "stable": _weight(100 - canary_weight, s.plan.stable_service, s.stable_hash),
+            "stable": _weight(
+                max(0, 100 - canary_weight - sum(a["weight"] for a in additional)),
+                s.plan.stable_service,
+                s.stable_hash,
+            ),
         }
+        if additional:
+            out["weights"]["additional"] = additional
     return out
 
 

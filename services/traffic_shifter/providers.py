@@ -19,6 +19,17 @@ class NotReady(Exception):
     """The router cannot honour the weights yet (e.g. no endpoints for a revision); retried on change."""
 
 
+def refuse_additional(desired: TrafficDesired, router: str) -> None:
+    """Routers that cannot split to an experiment's replica sets say so (reported to the planner as
+    a traffic error, which the rollout shows) instead of confirming weights they do not serve."""
+    if desired.additional:
+        names = ", ".join(d.name or d.revision for d in desired.additional)
+        raise ValueError(
+            f"{router}: experiment traffic weights (templates {names}) are served by the built-in "
+            "proxy only (--router proxy)"
+        )
+
+
 class TrafficProvider(Protocol):
     async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
         """Apply the weights; return only once the router serves them; raise NotReady to wait."""
@@ -90,6 +101,12 @@ class LocalProxyProvider:
             raise NotReady(
                 f"no ready endpoints for the canary revision {desired.canary_revision} (managed routes)"
             )
+        additional = []
+        for d in desired.additional:
+            backend = _backend(d.revision, revisions)
+            if backend is None:
+                raise NotReady(f"no ready endpoints for the experiment's replica set {d.revision}")
+            additional.append((d.name or d.revision, backend, d.weight))
         preview = _backend(desired.preview_revision, revisions)
         if desired.preview_revision and (preview is None or desired.preview_port is None):
             raise NotReady(
@@ -102,6 +119,7 @@ class LocalProxyProvider:
             canary_weight=weight,
             header_routes=desired.header_routes,
             mirror_routes=desired.mirror_routes,
+            additional=tuple(additional),
         )
         preview_key = f"{key}{PREVIEW_SUFFIX}"
         if preview is not None and desired.preview_port is not None:

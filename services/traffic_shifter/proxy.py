@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STABLE: Final = "stable"
 CANARY: Final = "canary"
+EXPERIMENT_PREFIX: Final = "experiment:"  # role of an experiment's weighted replica set: + template name
 
 # Prometheus client default buckets, so numbers line up with what users already know.
 LATENCY_BOUNDS: Final[tuple[float, ...]] = (
@@ -211,6 +212,7 @@ class _RoutingTable:
         canary_weight: int,
         header_routes: tuple[HeaderRoute, ...] = (),
         mirror_routes: tuple[MirrorRoute, ...] = (),
+        additional: dict[str, int] | None = None,
     ) -> None:
         self.groups = groups
         self.canary_weight = canary_weight
@@ -220,13 +222,14 @@ class _RoutingTable:
         self.mirrors = tuple(_Mirror(r) for r in mirror_routes) if has_canary else ()
         self.single: _Group | None = None
         self.chooser: SmoothWeightedChooser | None = None
-        weights = {STABLE: 100 - canary_weight, CANARY: canary_weight}
-        live = [role for role in (STABLE, CANARY) if role in groups and weights[role] > 0]
+        extra = additional or {}
+        weights = {STABLE: max(0, 100 - canary_weight - sum(extra.values())), CANARY: canary_weight, **extra}
+        live = {role: w for role, w in weights.items() if role in groups and w > 0}
         if len(live) == 1:
             # Skip the chooser entirely when only one side takes traffic.
-            self.single = groups[live[0]]
-        elif len(live) == 2:
-            self.chooser = SmoothWeightedChooser(weights)
+            self.single = groups[next(iter(live))]
+        elif len(live) > 1:
+            self.chooser = SmoothWeightedChooser(live)
 
     def pick(self) -> _Group | None:
         if self.single is not None:
@@ -329,11 +332,16 @@ class WeightedProxy:
         canary_weight: int,
         header_routes: tuple[HeaderRoute, ...] = (),
         mirror_routes: tuple[MirrorRoute, ...] = (),
+        additional: tuple[tuple[str, Backend, int], ...] = (),
     ) -> None:
+        """`additional`: (name, backend, weight) of an experiment's weighted replica sets, served as
+        role `experiment:<name>`; their weights come out of the stable's share."""
         if not 0 <= canary_weight <= 100:
             raise ValueError(f"canary_weight must be within 0..100, got {canary_weight}")
         groups: dict[str, _Group] = {}
-        for role, backend in ((STABLE, stable), (CANARY, canary)):
+        extra = {f"{EXPERIMENT_PREFIX}{name}": (backend, weight) for name, backend, weight in additional}
+        roles = [(STABLE, stable), (CANARY, canary), *((role, b) for role, (b, _) in extra.items())]
+        for role, backend in roles:
             if backend is None or not backend.addresses:
                 continue
             key = (backend.revision, role)
@@ -349,7 +357,13 @@ class WeightedProxy:
             weight = 100
         for pattern, problem in bad_patterns(header_routes, mirror_routes).items():
             log.warning("proxy %s: regex %r never matches: %s", self.name, pattern, problem)
-        table = _RoutingTable(groups, weight, tuple(header_routes), tuple(mirror_routes))
+        table = _RoutingTable(
+            groups,
+            weight,
+            tuple(header_routes),
+            tuple(mirror_routes),
+            {role: w for role, (_, w) in extra.items() if role in groups},
+        )
         self._table = table
         log.info(
             "proxy %s routing: stable=%s canary=%s canary_weight=%d header_routes=%s mirror_routes=%s",

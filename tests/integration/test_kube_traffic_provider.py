@@ -21,7 +21,7 @@ from aiohttp import web
 from services.traffic_shifter.kube import ObjectNotFound, RouterError
 from services.traffic_shifter.kube.gateway_api import MANAGED_RULES
 from services.traffic_shifter.kube.provider import KubernetesTrafficProvider
-from shared.messages import TrafficDesired
+from shared.messages import TrafficDesired, WeightedDestination
 from shared.routes import HeaderMatch, HeaderRoute, StringMatch
 from tests.support.kube_api import KubeEmulator
 
@@ -217,6 +217,11 @@ async def test_unsupported_routers_are_refused_before_any_write(
         await provider.apply(_desired(10, {**ISTIO_ROUTING, "plugins": {"example/router": {}}}), None)
     assert kube.requests == []
     await provider.apply(_desired(10, None), None)  # no routing: nothing to do
+    assert kube.requests == []
+    # Experiment weights (additionalDestinations) are the built-in proxy's only, so far.
+    extra = (WeightedDestination(revision="s1-baseline", weight=10, name="baseline"),)
+    with pytest.raises(ValueError, match=r"experiment traffic weights \(templates baseline\)"):
+        await provider.apply(_desired(10, ISTIO_ROUTING, additional=extra), None)
     assert kube.requests == []
 
 

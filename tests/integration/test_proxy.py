@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -19,7 +20,7 @@ from aiohttp.typedefs import Handler
 from services.traffic_shifter.providers import LocalProxyProvider, NotReady
 from services.traffic_shifter.proxy import MIRROR_HEADER, Backend, ProxyStats, WeightedProxy
 from services.traffic_shifter.weighting import RoundRobin, SmoothWeightedChooser
-from shared.messages import Endpoints, TrafficDesired
+from shared.messages import Endpoints, TrafficDesired, WeightedDestination
 from shared.routes import HeaderMatch, HeaderRoute, MirrorRoute, RouteMatch, StringMatch
 
 
@@ -549,18 +550,25 @@ async def test_header_route_wins_over_mirror_route(
     assert len(canary.calls) == 2
 
 
-@pytest.mark.timeout(60)
-async def test_local_provider_applies_the_desired_managed_routes(
-    backends: tuple[App, App], client: aiohttp.ClientSession
-) -> None:
-    stable, canary = backends
-    desired = TrafficDesired(
+def _desired(**kw: Any) -> TrafficDesired:
+    """Rollout ns/app, stable v1 and canary v2, on a free port."""
+    return TrafficDesired(
         namespace="ns",
         name="app",
         generation=1,
         stable_revision="v1",
         canary_revision="v2",
         port=_closed_port(),
+        **kw,
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_local_provider_applies_the_desired_managed_routes(
+    backends: tuple[App, App], client: aiohttp.ClientSession
+) -> None:
+    stable, canary = backends
+    desired = _desired(
         header_routes=(_header_route(("X-Canary", StringMatch(exact="yes"))),),
         mirror_routes=(MirrorRoute(name="m", match=(RouteMatch(path=StringMatch(prefix="/api")),)),),
     )
@@ -585,3 +593,43 @@ async def test_local_provider_applies_the_desired_managed_routes(
         assert entry is not None and (entry.requests, entry.mirrored) == (1, 1)
     finally:
         await provider.close()
+
+
+@pytest.mark.timeout(60)
+async def test_local_provider_splits_to_an_experiments_weighted_sets(
+    backends: tuple[App, App], client: aiohttp.ClientSession
+) -> None:
+    """Argo's additionalDestinations: stable 100 - 20 - 10 - 10, canary 20, two experiment sets
+    10 each; a set without endpoints is not confirmed; each set is counted under its own role."""
+    stable, canary = backends
+    baseline = await _start_app("baseline-app")
+    candidate = await _start_app("candidate-app")
+    desired = _desired(
+        canary_weight=20,
+        additional=(
+            WeightedDestination(revision="v1-baseline", weight=10, name="baseline"),
+            WeightedDestination(revision="v2-canary", weight=10, name="canary"),
+        ),
+    )
+    revisions = {"v1": [stable.address], "v2": [canary.address], "v1-baseline": [baseline.address]}
+    provider = LocalProxyProvider(host="127.0.0.1")
+    try:
+        with pytest.raises(NotReady, match="v2-canary"):
+            await provider.apply(desired, Endpoints(namespace="ns", name="app", revisions=revisions))
+        revisions["v2-canary"] = [candidate.address]
+        await provider.apply(desired, Endpoints(namespace="ns", name="app", revisions=revisions))
+        seen = await _hit(client, provider.proxies["ns/app"], 1000)
+        assert seen == {"stable-app": 600, "canary-app": 200, "baseline-app": 100, "candidate-app": 100}
+        entry = provider.stats()["ns/app"].find("v1-baseline", "experiment:baseline")
+        assert entry is not None and entry.requests == 100
+        # The experiment ends: its share goes back to the stable.
+        await provider.apply(
+            msgspec.structs.replace(desired, generation=2, additional=()),
+            Endpoints(namespace="ns", name="app", revisions=revisions),
+        )
+        seen = await _hit(client, provider.proxies["ns/app"], 100)
+        assert seen == {"stable-app": 80, "canary-app": 20}
+    finally:
+        await provider.close()
+        await baseline.runner.cleanup()
+        await candidate.runner.cleanup()

@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from services.planner.state import AnalysisMeasured, AnalysisStarted, PublishScale, StartAnalysis
-from tests.unit.test_decide import T0, World, apply
+from services.planner.state import (
+    AnalysisMeasured,
+    AnalysisStarted,
+    PublishScale,
+    PublishTraffic,
+    StartAnalysis,
+)
+from services.planner.status import status_of
+from shared.specs import SpecError
+from tests.unit.test_decide import T0, World, apply, last_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,3 +85,66 @@ def test_failing_analysis_aborts_and_removes_the_sets() -> None:
     verdict(w, "Failed")
     assert w.s.abort and w.s.phase == "Degraded" and "experiment analysis judge" in w.s.message
     assert w.s.experiment is None and f"{old}-baseline" not in sets(w)
+
+
+def weighted(**extra: Any) -> list[dict[str, Any]]:
+    steps = experiment(duration="60s", **extra)
+    templates = steps[1]["experiment"]["templates"]
+    templates[0]["weight"] = 5
+    templates[1]["weight"] = 15
+    return steps
+
+
+def test_weighted_templates_take_their_share_before_the_analyses_start() -> None:
+    w = World()
+    w.send(apply("my-app:1.0.0", steps=weighted()))
+    w.answer_traffic = False
+    w.send(apply("my-app:2.0.0", steps=weighted()))
+    w.confirm_traffic()  # setWeight 20
+    old, new = w.s.stable_hash, w.s.current_hash
+    # The sets are ready; the router is told about them (out of the stable's share) and must
+    # confirm before anything measures them.
+    route = last_of(w.log, PublishTraffic).desired
+    assert route.canary_weight == 20
+    assert sorted((d.revision, d.weight, d.name) for d in route.additional) == sorted(
+        [(f"{new}-canary", 15, "canary"), (f"{old}-baseline", 5, "baseline")]
+    )
+    assert not any(isinstance(c, StartAnalysis) for c in w.log)
+    assert w.s.experiment is not None and not w.s.experiment.started
+    w.confirm_traffic()
+    assert any(isinstance(c, StartAnalysis) for c in w.log)
+    weights = status_of(w.s)["canary"]["weights"]
+    assert weights["stable"]["weight"] == 60 and weights["canary"]["weight"] == 20
+    assert sorted(a["weight"] for a in weights["additional"]) == [5, 15]
+
+
+def test_weighted_sets_give_their_traffic_back_before_they_are_scaled_away() -> None:
+    w = World()
+    w.send(apply("my-app:1.0.0", steps=weighted()))
+    w.send(apply("my-app:2.0.0", steps=weighted()))
+    old = w.s.stable_hash
+    verdict(w, "Successful")
+    w.answer_traffic = False
+    w.tick(T0 + 60)
+    assert w.s.experiment is None
+    assert last_of(w.log, PublishTraffic).desired.additional == ()
+    assert f"{old}-baseline" in sets(w)  # the router may still send it traffic
+    w.confirm_traffic()
+    assert f"{old}-baseline" not in sets(w)
+
+
+def test_an_abort_takes_the_experiments_weights_away() -> None:
+    w = World()
+    w.send(apply("my-app:1.0.0", steps=weighted()))
+    w.send(apply("my-app:2.0.0", steps=weighted()))
+    verdict(w, "Failed")
+    route = last_of(w.log, PublishTraffic).desired
+    assert w.s.abort and route.canary_weight == 0 and route.additional == ()
+
+
+def test_template_weights_over_100_are_refused_with_their_path() -> None:
+    steps = weighted()
+    steps[1]["experiment"]["templates"][1]["weight"] = 96
+    with pytest.raises(SpecError) as e:
+        apply("my-app:1.0.0", steps=steps)
+    assert "steps[1].experiment.templates" in str(e.value)

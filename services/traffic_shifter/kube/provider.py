@@ -37,6 +37,7 @@ from services.traffic_shifter.kube import (
     nginx_ingress,
     smi,
 )
+from services.traffic_shifter.providers import refuse_additional
 from services.traffic_shifter.proxy import ProxyStats
 from shared.messages import Endpoints, TrafficDesired
 from shared.specs.rollouts import RolloutTrafficRouting, SMITrafficRouting
@@ -113,6 +114,7 @@ class KubernetesTrafficProvider:
     # --- TrafficProvider -----------------------------------------------------------------------------
 
     async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
+        refuse_additional(desired, "Kubernetes traffic routing")
         key = f"{desired.namespace}/{desired.name}"
         if not desired.routing:
             self.desired.pop(key, None)
