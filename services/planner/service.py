@@ -542,9 +542,10 @@ class Planner:
                     out.now[key] = w.now
                     out.records.setdefault(key, []).extend(runs_of(new) + _ended_runs(old, new))
                 self.handled += 1
-                # Feedback has no one to answer: skip building the status for it.
-                wants_status = new is not None and w.report is None and not _is_feedback(w.event)
-                w.reply = CommandReply(ok=True, status=status_of(new) if wants_status and new else None)
+                w.reply = CommandReply(ok=True)
+                # The status is built once the batch is out (_settle); feedback has no one to answer.
+                if w.report is None and not _is_feedback(w.event):
+                    w.status_of = new
             except Exception as e:
                 w.error = e
         return out
@@ -633,8 +634,11 @@ class Planner:
             if w.future is not None and not w.future.done():
                 if error is not None:
                     w.future.set_exception(error)
-                else:
-                    w.future.set_result(w.reply or CommandReply(ok=True))
+                    continue
+                reply = w.reply or CommandReply(ok=True)
+                if w.status_of is not None:
+                    reply.status = status_of(w.status_of)
+                w.future.set_result(reply)
 
     async def _put_record(self, record: AnalysisRunRecord) -> asyncio.Future[PubAck]:
         subject, data = self.recorder.put_of(record)
@@ -792,6 +796,7 @@ class _Work:
         "now",
         "reply",
         "report",
+        "status_of",
         "uid",
     )
 
@@ -808,6 +813,7 @@ class _Work:
         self.msg: Msg | None = None  # feedback: acked (or nak'ed) once the batch is committed
         self.future: asyncio.Future[CommandReply] | None = None  # commands and ticks: awaited
         self.reply: CommandReply | None = None
+        self.status_of: RolloutState | None = None  # the state whose status the answer carries
         self.error: BaseException | None = None
 
 
