@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from nats.aio.msg import Msg
@@ -552,59 +552,27 @@ class Planner:
 
     async def _commit(self, decided: _Decided) -> None:
         failed: dict[str, BaseException] = {}
-        sent: list[
-            tuple[str, RolloutState, asyncio.Future[PubAck] | None, list[tuple[str, asyncio.Future[PubAck]]]]
-        ] = []
         try:
-            # Store first (with the outputs in its outbox), then publish: a crash in between leaves
-            # the outputs to whoever loads the state next. The state write is put on the connection
-            # before its outputs (NATS keeps a connection's order) and nothing waits for an answer
-            # until the whole batch is on the wire: whatever reached the server after a state write
-            # was preceded by it, so a successor never sees outputs of an unstored decision.
-            created: list[tuple[str, RolloutState, asyncio.Future[PubAck]]] = []
-            for key, new in decided.changed.items():
-                commands = decided.outputs[key]
-                state = msgspec.structs.replace(new, outbox=tuple(commands))
-                try:
-                    stored = await self._store(key, state)
-                    if key not in self.kv_revisions:
-                        # A new rollout: its outputs wait for the create's answer (below), as a key
-                        # deleted earlier (a tombstone) needs another attempt; the batch's other
-                        # creates are on the wire meanwhile.
-                        created.append((key, state, stored))
-                        continue
-                    acks = await self._send(commands, new.uid, decided.now[key])
-                except Exception as e:
-                    failed[key] = e
-                    continue
-                sent.append((key, state, stored, acks))
-            for key, state, write in created:
-                try:
-                    await self._created(key, state, write)
-                    acks = await self._send(decided.outputs[key], state.uid, decided.now[key])
-                except Exception as e:
-                    failed[key] = e
-                    continue
-                sent.append((key, state, None, acks))
+            written = await self._write(decided, failed)
             # AnalysisRun records the batch's reports changed, written with it (no round trip each).
             record_acks = [(key, await self._put_record(record)) for key, record in decided.record_puts]
-            for key, state, update, acks in sent:
+            for w in written:
                 try:
-                    await self._stored(key, update)
-                    for subject, pending in acks:
+                    await self._stored(w.key, w.update)
+                    for subject, pending in w.acks:
                         check_ack(await pending, subject)
                 except Exception as e:
-                    failed[key] = e
+                    failed[w.key] = e
                     continue
-                self.states[key] = state
-                if state.deleted:
-                    await self._forget(key)
+                self.states[w.key] = w.state
+                if w.state.deleted:
+                    await self._forget(w.key)
                     continue
-                self._arm_timer(key)
-                for run in decided.records.get(key, ()):
-                    record = await self.recorder.progressed(run, decided.now[key])
+                self._arm_timer(w.key)
+                for run in decided.records.get(w.key, ()):
+                    record = await self.recorder.progressed(run, decided.now[w.key])
                     if record is not None:
-                        record_acks.append((key, await self._put_record(record)))
+                        record_acks.append((w.key, await self._put_record(record)))
             for key, pending in record_acks:
                 try:
                     check_ack(await pending, key)
@@ -616,6 +584,41 @@ class Planner:
             raise
         finally:
             await self._settle(decided.batch, failed)
+
+    async def _write(self, decided: _Decided, failed: dict[str, BaseException]) -> list[_Written]:
+        """Put each changed rollout's state, then its outputs, on the connection; nothing waits for
+        an answer but a new rollout's create (all creates are on the wire by then).
+
+        Store first (with the outputs in its outbox), then publish: a crash in between leaves the
+        outputs to whoever loads the state next. NATS keeps a connection's order, so whatever
+        reached the server after a state write was preceded by it: a successor never sees outputs
+        of an unstored decision."""
+        written: list[_Written] = []
+        created: list[tuple[str, RolloutState, asyncio.Future[PubAck]]] = []
+        for key, new in decided.changed.items():
+            commands = decided.outputs[key]
+            state = msgspec.structs.replace(new, outbox=tuple(commands))
+            try:
+                stored = await self._store(key, state)
+                if key not in self.kv_revisions:
+                    # A new rollout: its outputs wait for the create's answer (below), as a key
+                    # deleted earlier (a tombstone) needs another attempt.
+                    created.append((key, state, stored))
+                    continue
+                written.append(
+                    _Written(key, state, stored, await self._send(commands, new.uid, decided.now[key]))
+                )
+            except Exception as e:
+                failed[key] = e
+        for key, state, create in created:
+            try:
+                await self._created(key, state, create)
+                acks = await self._send(decided.outputs[key], state.uid, decided.now[key])
+            except Exception as e:
+                failed[key] = e
+                continue
+            written.append(_Written(key, state, None, acks))
+        return written
 
     async def _settle(self, batch: list[_Work], failed: dict[str, BaseException]) -> None:
         """Answer every input of a committed batch; a feedback message is acked (or, when its
@@ -815,6 +818,15 @@ class _Work:
         self.reply: CommandReply | None = None
         self.status_of: RolloutState | None = None  # the state whose status the answer carries
         self.error: BaseException | None = None
+
+
+class _Written(NamedTuple):
+    """A rollout's state and outputs of a batch, on the wire: the answers still to await."""
+
+    key: str
+    state: RolloutState
+    update: asyncio.Future[PubAck] | None  # None: a create, already answered
+    acks: list[tuple[str, asyncio.Future[PubAck]]]
 
 
 class _Decided:
