@@ -37,7 +37,14 @@ from typing import Final
 import msgspec
 
 from services.traffic_shifter.providers import NotReady
-from services.traffic_shifter.proxy import CANARY, MIRROR_HEADER, REVISION_HEADER, ROLE_HEADER, STABLE
+from services.traffic_shifter.proxy import (
+    CANARY,
+    EXPERIMENT_PREFIX,
+    MIRROR_HEADER,
+    REVISION_HEADER,
+    ROLE_HEADER,
+    STABLE,
+)
 from shared.messages import Endpoints, TrafficDesired
 from shared.routes import HeaderRoute, MirrorRoute, StringMatch
 
@@ -66,7 +73,7 @@ class Server(msgspec.Struct, frozen=True):
     address: str
     weight: int
     revision: str
-    role: str  # STABLE or CANARY
+    role: str  # STABLE, CANARY or experiment:<template name>
 
 
 class RolloutRouting(msgspec.Struct, frozen=True):
@@ -147,17 +154,29 @@ def routing_for(desired: TrafficDesired, endpoints: Endpoints | None) -> Rollout
             raise NotReady(
                 f"no ready endpoints (or port) for the preview revision {desired.preview_revision}"
             )
+    # An experiment's weighted replica sets (additionalDestinations) take their share from the stable's.
+    extra = [(d, _addresses(key, d.revision, revisions)) for d in desired.additional]
+    for d, found in extra:
+        if not found:
+            raise NotReady(f"no ready endpoints for the experiment's replica set {d.revision}")
+    extra_share = sum(d.weight for d in desired.additional)
     # An empty side hands its share to the other side instead of failing requests.
     if not canary:
         weight = 0
     elif not stable:
         weight = 100
-    stable_weight, canary_weight = server_weights(((100 - weight, len(stable)), (weight, len(canary))))
+    stable_share = max(0, 100 - weight - extra_share) if stable else 0
+    stable_weight, canary_weight, *extra_weights = server_weights(
+        ((stable_share, len(stable)), (weight, len(canary)), *((d.weight, len(a)) for d, a in extra))
+    )
     split: list[Server] = []
     if stable_weight:
         split += [Server(a, stable_weight, desired.stable_revision or "", STABLE) for a in stable]
     if canary_weight:
         split += [Server(a, canary_weight, canary_revision or "", CANARY) for a in canary]
+    for (d, found), server_weight in zip(extra, extra_weights, strict=True):
+        if server_weight:
+            split += [Server(a, server_weight, d.revision, f"{EXPERIMENT_PREFIX}{d.name}") for a in found]
     routing = RolloutRouting(
         key=key,
         port=desired.port,

@@ -36,7 +36,6 @@ from services.traffic_shifter.nginx_config import (
     routing_for,
     section_of,
 )
-from services.traffic_shifter.providers import refuse_additional
 from services.traffic_shifter.proxy import ProxyStats
 from shared.embedded_server import free_port
 from shared.messages import Endpoints, TrafficDesired
@@ -116,7 +115,6 @@ class NginxProvider:
     # --- TrafficProvider --------------------------------------------------------------------------
 
     async def apply(self, desired: TrafficDesired, endpoints: Endpoints | None) -> None:
-        refuse_additional(desired, "nginx")
         routing = routing_for(desired, endpoints)  # NotReady or NginxConfigError, before touching nginx
         async with self._lock:
             routings = {**self._routings, routing.key: routing}

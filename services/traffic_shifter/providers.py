@@ -26,7 +26,7 @@ def refuse_additional(desired: TrafficDesired, router: str) -> None:
         names = ", ".join(d.name or d.revision for d in desired.additional)
         raise ValueError(
             f"{router}: experiment traffic weights (templates {names}) are served by the built-in "
-            "proxy only (--router proxy)"
+            "proxy and nginx only (--router proxy|nginx)"
         )
 
 

@@ -27,7 +27,7 @@ from services.traffic_shifter.nginx_provider import NginxProvider, NginxRejected
 from services.traffic_shifter.providers import NotReady
 from services.traffic_shifter.proxy import MIRROR_HEADER, REVISION_HEADER, ROLE_HEADER
 from shared.embedded_server import free_port
-from shared.messages import Endpoints, TrafficDesired
+from shared.messages import Endpoints, TrafficDesired, WeightedDestination
 from shared.routes import HeaderMatch, HeaderRoute, MirrorRoute, RouteMatch, StringMatch
 
 pytestmark = [
@@ -370,3 +370,16 @@ def _group(pgrp: int) -> list[int]:
         if fields[2] == str(pgrp) and fields[0] != "Z":
             members.append(int(entry))
     return members
+
+
+async def test_experiment_sets_get_their_weight(
+    provider: NginxProvider, backends: Backends, port: int
+) -> None:
+    """Argo's additionalDestinations through nginx: the preview backend plays an experiment's set."""
+    extra = (WeightedDestination(revision=PREVIEW, weight=20, name="baseline"),)
+    await provider.apply(desired(port, 20, additional=extra), backends.endpoints())
+    seen = await served(port)
+    total = sum(seen.values())
+    shares = {rev: 100.0 * n / total for rev, n in seen.items()}
+    assert abs(shares[STABLE] - 60) <= 1.0 and abs(shares[CANARY] - 20) <= 1.0, seen
+    assert abs(shares[PREVIEW] - 20) <= 1.0, seen

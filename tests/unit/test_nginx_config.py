@@ -26,7 +26,7 @@ from services.traffic_shifter.nginx_config import (
     slug,
 )
 from services.traffic_shifter.providers import NotReady
-from shared.messages import Endpoints, TrafficDesired
+from shared.messages import Endpoints, TrafficDesired, WeightedDestination
 from shared.routes import HeaderMatch, HeaderRoute, MirrorRoute, RouteMatch, StringMatch
 
 SETTINGS = NginxSettings(state_dir="/srv/rollouts", host="127.0.0.1", control_port=9000)
@@ -510,3 +510,19 @@ def test_pcre_literal_matches_exactly_itself(value: str) -> None:
 def test_match_regex_is_anchored_and_case_sensitive(match: StringMatch, yes: str, no: list[str]) -> None:
     assert re.search(match_regex(match), yes)
     assert not any(re.search(match_regex(match), value) for value in no)
+
+
+def test_experiment_sets_take_their_share_out_of_the_stables() -> None:
+    extra = (WeightedDestination(revision="v1-base", weight=10, name="base"),)
+    routing = routing_for(
+        desired(20, additional=extra),
+        endpoints(v1=["10.0.0.1:80", "10.0.0.3:80"], v2=["10.0.0.2:80"], **{"v1-base": ["10.0.0.4:80"]}),
+    )
+    assert [(s.address, s.weight, s.revision, s.role) for s in routing.split] == [
+        ("10.0.0.1:80", 7, "v1", "stable"),
+        ("10.0.0.3:80", 7, "v1", "stable"),
+        ("10.0.0.2:80", 4, "v2", "canary"),
+        ("10.0.0.4:80", 2, "v1-base", "experiment:base"),
+    ]
+    with pytest.raises(NotReady, match="experiment's replica set v1-base"):
+        routing_for(desired(20, additional=extra), ONE_EACH)
