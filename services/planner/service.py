@@ -73,7 +73,7 @@ from shared.messages import (
     event_decoder,
     feedback_decoder,
 )
-from shared.publisher import PubAck
+from shared.publisher import PubAck, publish_lean
 from shared.publisher import check as check_ack
 from shared.specs import (
     AnalysisTemplate,
@@ -628,7 +628,7 @@ class Planner:
             if w.msg is not None:
                 try:
                     if error is None:
-                        await w.msg.ack()
+                        await publish_lean(self.conn.nc, w.msg.reply, b"+ACK")
                     else:
                         log.warning("feedback on %s failed (redelivered): %r", w.msg.subject, error)
                         await w.msg.nak(delay=1.0)
@@ -717,7 +717,8 @@ class Planner:
         for i, c in enumerate(commands):
             match c:
                 case Emit(event=ev) if i != last_emit:
-                    await self.conn.nc.publish(
+                    await publish_lean(
+                        self.conn.nc,
                         subjects.events(ev.namespace, ev.name),
                         encoder.encode(ev),
                         headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}"},
