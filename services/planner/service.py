@@ -553,16 +553,21 @@ class Planner:
     async def _commit(self, decided: _Decided) -> None:
         failed: dict[str, BaseException] = {}
         try:
-            written = await self._write(decided, failed)
+            written, stream_acks = await self._write(decided, failed)
             # AnalysisRun records the batch's reports changed, written with it (no round trip each).
             record_acks = [(key, await self._put_record(record)) for key, record in decided.record_puts]
+            for subject, pending, keys in stream_acks:
+                try:
+                    check_ack(await pending, subject)
+                except Exception as e:  # the stream may not hold these rollouts' outputs
+                    for key in keys:
+                        failed.setdefault(key, e)
             for w in written:
                 try:
                     await self._stored(w.key, w.update)
-                    for subject, pending in w.acks:
-                        check_ack(await pending, subject)
                 except Exception as e:
-                    failed[w.key] = e
+                    failed.setdefault(w.key, e)
+                if w.key in failed:
                     continue
                 self.states[w.key] = w.state
                 if w.state.deleted:
@@ -585,7 +590,9 @@ class Planner:
         finally:
             await self._settle(decided.batch, failed)
 
-    async def _write(self, decided: _Decided, failed: dict[str, BaseException]) -> list[_Written]:
+    async def _write(
+        self, decided: _Decided, failed: dict[str, BaseException]
+    ) -> tuple[list[_Written], list[_StreamAck]]:
         """Put each changed rollout's state, then its outputs, on the connection; nothing waits for
         an answer but a new rollout's create (all creates are on the wire by then).
 
@@ -595,30 +602,55 @@ class Planner:
         of an unstored decision."""
         written: list[_Written] = []
         created: list[tuple[str, RolloutState, asyncio.Future[PubAck]]] = []
+        wire = _Wire()
         for key, new in decided.changed.items():
             commands = decided.outputs[key]
             state = msgspec.structs.replace(new, outbox=tuple(commands))
             try:
-                stored = await self._store(key, state)
                 if key not in self.kv_revisions:
                     # A new rollout: its outputs wait for the create's answer (below), as a key
                     # deleted earlier (a tombstone) needs another attempt.
-                    created.append((key, state, stored))
+                    created.append((key, state, await self._store(key, state)))
                     continue
-                written.append(
-                    _Written(key, state, stored, await self._send(commands, new.uid, decided.now[key]))
-                )
-            except Exception as e:
-                failed[key] = e
-        for key, state, create in created:
-            try:
-                await self._created(key, state, create)
-                acks = await self._send(decided.outputs[key], state.uid, decided.now[key])
+                outputs = await self._outputs(commands, new.uid, decided.now[key])
             except Exception as e:
                 failed[key] = e
                 continue
-            written.append(_Written(key, state, None, acks))
-        return written
+            wire.state(key, state, self.kv_revisions[key])
+            wire.outputs(key, outputs)
+            written.append(_Written(key, state, None))
+        stream_acks = await self._put_on_wire(wire, written)
+        wire = _Wire()
+        for key, state, create in created:
+            try:
+                await self._created(key, state, create)
+                wire.outputs(key, await self._outputs(decided.outputs[key], state.uid, decided.now[key]))
+            except Exception as e:
+                failed[key] = e
+                continue
+            written.append(_Written(key, state, None))
+        stream_acks += await self._put_on_wire(wire, [])
+        return written, stream_acks
+
+    async def _put_on_wire(self, wire: _Wire, written: list[_Written]) -> list[_StreamAck]:
+        """Publish what `wire` holds, in order. Every state write asks for its answer (a
+        compare-and-set may fail for one rollout); of the outputs, only the last message to each
+        stream does: the server stores one connection's messages to one stream in order, so that
+        ack comes after the stream took the earlier ones (a duplicate is dropped silently either
+        way), and a failure there fails every rollout with an output on that stream."""
+        send = self.conn.acks().send
+        index = {w.key: i for i, w in enumerate(written)}
+        last = {stream: i for i, (_, stream, _, _, _) in enumerate(wire.items) if stream}
+        acks: list[_StreamAck] = []
+        for i, (key, stream, subject, payload, headers) in enumerate(wire.items):
+            if not stream:  # a state write
+                n = index[key]
+                written[n] = written[n]._replace(update=await send(subject, payload, headers))
+            elif last[stream] == i:
+                acks.append((subject, await send(subject, payload, headers), wire.keys[stream]))
+            else:
+                await publish_lean(self.conn.nc, subject, payload, headers=headers)
+        return acks
 
     async def _settle(self, batch: list[_Work], failed: dict[str, BaseException]) -> None:
         """Answer every input of a committed batch; a feedback message is acked (or, when its
@@ -657,17 +689,12 @@ class Planner:
         self._arm_timer(key)
 
     async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck]:
-        """Compare-and-set: a write based on a state another planner has since replaced fails; a new
-        rollout's key must not exist (`_created` settles that).
-
-        The write is only put on the connection here; `_stored` (or `_created`) awaits its answer,
-        so the outputs can follow it onto the wire without waiting (one round trip per batch)."""
-        last = self.kv_revisions.get(key, 0)
-        # KeyValue.update / create without nats-py's per-request overhead (shared.publisher).
+        """A new rollout's first write, on the wire: its key must not exist (`_created` awaits the
+        answer and settles a tombstone). Updates go out with their batch (`_Wire.state`)."""
         return await self.conn.acks().send(
             f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}",
             encoder.encode(state),
-            {"Nats-Expected-Last-Subject-Sequence": str(last)},
+            {"Nats-Expected-Last-Subject-Sequence": "0"},
         )
 
     async def _created(self, key: str, state: RolloutState, pending: asyncio.Future[PubAck]) -> None:
@@ -695,63 +722,40 @@ class Planner:
 
     async def _carry_out(self, commands: list[Any], uid: str, now: float) -> None:
         """Publish a decision's outputs and wait until the streams have them (a successor's redo)."""
-        for subject, pending in await self._send(commands, uid, now):
+        wire = _Wire()
+        wire.outputs("", await self._outputs(commands, uid, now))
+        for subject, pending, _ in await self._put_on_wire(wire, []):
             check_ack(await pending, subject)
 
-    async def _send(
-        self, commands: list[Any], uid: str, now: float
-    ) -> list[tuple[str, asyncio.Future[PubAck]]]:
-        """Put the outputs on the connection, in order, each with a Nats-Msg-Id derived from the
-        state, so that a redo of the same decision (after a crash) is deduplicated; returns the
-        acks to await (no task per publish)."""
-        send = self.conn.acks().send
-        acks: list[tuple[str, asyncio.Future[PubAck]]] = []
-
-        async def out(subject: str, payload: bytes, msg_id: str) -> None:
-            acks.append((subject, await send(subject, payload, {"Nats-Msg-Id": msg_id})))
-
-        # Only the last event asks for the stream's ack: the server takes one connection's
-        # messages to one stream in order, so that ack comes after the earlier events were stored
-        # too (a duplicate is dropped silently either way).
-        last_emit = max((i for i, c in enumerate(commands) if isinstance(c, Emit)), default=-1)
-        for i, c in enumerate(commands):
+    async def _outputs(self, commands: list[Any], uid: str, now: float) -> list[_Output]:
+        """A decision's outputs as messages (stream, subject, payload, Nats-Msg-Id), each id derived
+        from the state, so that a redo of the same decision (after a crash) is deduplicated. An
+        analysis run's record is created (and a stopped run's marker put) here, before its work
+        item goes out."""
+        out: list[_Output] = []
+        for c in commands:
             match c:
-                case Emit(event=ev) if i != last_emit:
-                    await publish_lean(
-                        self.conn.nc,
-                        subjects.events(ev.namespace, ev.name),
-                        encoder.encode(ev),
-                        headers={"Nats-Msg-Id": f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}"},
-                    )
                 case Emit(event=ev):
-                    await out(
-                        subjects.events(ev.namespace, ev.name),
-                        encoder.encode(ev),
-                        f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}",
-                    )
+                    msg_id = f"ev.{ev.namespace}.{ev.name}.{uid}.{ev.seq}"
+                    out.append(("events", subjects.events(ev.namespace, ev.name), encoder.encode(ev), msg_id))
                 case PublishTraffic(desired=d):
-                    await out(
-                        subjects.traffic_desired(d.namespace, d.name),
-                        encoder.encode(d),
-                        f"tr.{d.namespace}.{d.name}.{uid}.{d.generation}",
+                    msg_id = f"tr.{d.namespace}.{d.name}.{uid}.{d.generation}"
+                    out.append(
+                        ("traffic", subjects.traffic_desired(d.namespace, d.name), encoder.encode(d), msg_id)
                     )
                 case PublishScale(desired=d):
-                    await out(
-                        subjects.scale_desired(d.namespace, d.name),
-                        encoder.encode(d),
-                        f"sc.{d.namespace}.{d.name}.{uid}.{d.generation}",
+                    msg_id = f"sc.{d.namespace}.{d.name}.{uid}.{d.generation}"
+                    out.append(
+                        ("scale", subjects.scale_desired(d.namespace, d.name), encoder.encode(d), msg_id)
                     )
                 case StartAnalysis():
                     await self.recorder.created(c, now)
-                    await out(
-                        subjects.analysis_work("start", c.namespace, c.name),
-                        encoder.encode(c),
-                        f"an.{c.run_id}",
-                    )
+                    subject = subjects.analysis_work("start", c.namespace, c.name)
+                    out.append(("analysis", subject, encoder.encode(c), f"an.{c.run_id}"))
                 case StopAnalysis(run_id=run_id):
                     assert self.runs is not None
                     await self.runs.put(subjects.run_stop_key(run_id), b"stopped")
-        return acks
+        return out
 
     # --- timers ---------------------------------------------------------------------------------
 
@@ -822,12 +826,35 @@ class _Work:
 
 
 class _Written(NamedTuple):
-    """A rollout's state and outputs of a batch, on the wire: the answers still to await."""
+    """A rollout's new state of a batch, on the wire: the answer to its write still to await."""
 
     key: str
     state: RolloutState
-    update: asyncio.Future[PubAck] | None  # None: a create, already answered
-    acks: list[tuple[str, asyncio.Future[PubAck]]]
+    update: asyncio.Future[PubAck] | None  # None: a create (already answered), or not sent yet
+
+
+_Output = tuple[str, str, bytes, str]  # stream, subject, payload, Nats-Msg-Id
+_StreamAck = tuple[str, "asyncio.Future[PubAck]", set[str]]  # subject, its ack, the rollouts it covers
+
+
+class _Wire:
+    """What a batch puts on the connection, in order: state writes ("" stream) and outputs."""
+
+    __slots__ = ("items", "keys")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str, bytes, dict[str, str]]] = []  # key, stream, subject, ...
+        self.keys: dict[str, set[str]] = {}  # stream -> rollouts with an output on it
+
+    def state(self, key: str, state: RolloutState, last: int) -> None:
+        """A compare-and-set write of the rollout's state on its last KV revision."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
+        self.items.append((key, "", f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}", encoder.encode(state), headers))
+
+    def outputs(self, key: str, outputs: list[_Output]) -> None:
+        for stream, subject, payload, msg_id in outputs:
+            self.items.append((key, stream, subject, payload, {"Nats-Msg-Id": msg_id}))
+            self.keys.setdefault(stream, set()).add(key)
 
 
 class _Decided:
