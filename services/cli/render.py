@@ -61,7 +61,26 @@ def rollout_view(s: RolloutState) -> str:
         lines += ["", f"{label} {a.run_id}  {a.phase}" + (f"  ({a.message})" if a.message else "")]
         for metric, phase in a.metric_phases.items():
             lines.append(f"  metric {metric}: {phase} ({a.metric_counts.get(metric, 0)} measurement(s))")
+    lines += _experiment_lines(s)
     return "\n".join(lines)
+
+
+def _experiment_lines(s: RolloutState) -> list[str]:
+    """The running experiment: its replica sets (ready/desired, share of traffic) and analysis runs."""
+    e = s.experiment
+    if e is None:
+        return []
+    until = f", ends {iso(e.ends_at)}" if e.ends_at is not None else ""
+    lines = ["", f"Experiment:      step {e.step_index + 1}" + ("" if e.started else " (starting)") + until]
+    for key, want in sorted(e.sets.items()):
+        weight = e.weights.get(key)
+        share = f", {weight[1]}% of traffic" if weight and e.routed else ""
+        lines.append(f"  replica set {key}: {s.ready.get(key, 0)}/{want} ready{share}")
+    for name, run in sorted(e.runs.items()):
+        lines.append(
+            f"  analysis {name}: {run.run_id}  {run.phase}" + (f"  ({run.message})" if run.message else "")
+        )
+    return lines
 
 
 def _role(s: RolloutState, h: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.cli.render import rollout_view
 from services.planner.state import (
     AnalysisMeasured,
     AnalysisStarted,
@@ -148,3 +149,15 @@ def test_template_weights_over_100_are_refused_with_their_path() -> None:
     with pytest.raises(SpecError) as e:
         apply("my-app:1.0.0", steps=steps)
     assert "steps[1].experiment.templates" in str(e.value)
+
+
+def test_the_human_view_shows_the_running_experiment() -> None:
+    w = World()
+    w.send(apply("my-app:1.0.0", steps=weighted()))
+    w.send(apply("my-app:2.0.0", steps=weighted()))
+    old, new = w.s.stable_hash, w.s.current_hash
+    view = rollout_view(w.s)
+    assert "Experiment:      step 2, ends " in view
+    assert f"  replica set {old}-baseline: 1/1 ready, 5% of traffic" in view
+    assert f"  replica set {new}-canary: 2/2 ready, 15% of traffic" in view
+    assert "  analysis judge: " in view and "Pending" in view
