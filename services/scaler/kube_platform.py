@@ -10,15 +10,15 @@ deleted rather than evicted, so PodDisruptionBudgets are not consulted.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
 import msgspec
 from kubernetes_asyncio import client as k8s
 
+from services.scaler.changes import OnChange, notify
 from services.scaler.kube_errors import KubeApiError, KubePlatformError, ServiceNotFoundError
 from services.scaler.kube_objects import (
     DEFAULT_ROLLOUT_GROUP,
@@ -51,7 +51,6 @@ from shared.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
-OnChange = Callable[[str, str], Awaitable[None] | None]
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
@@ -436,14 +435,7 @@ class KubePlatform:
             await self._notify(key, revision)
 
     async def _notify(self, key: str, revision: str) -> None:
-        if self.on_change is None:
-            return
-        try:
-            result = self.on_change(key, revision)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("%s: on_change for revision %s failed", key, revision)
+        await notify(self.on_change, key, revision)
 
     # --- requests ------------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import inspect
 import itertools
 import logging
 import os
@@ -15,18 +14,18 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Final
 
 import msgspec
 
+from services.scaler.changes import OnChange, notify
 from shared.embedded_server import free_port
 from shared.local_commands import local_argv
 
 log = logging.getLogger(__name__)
 
-OnChange = Callable[[str, str], Awaitable[None] | None]
 
 _PR_SET_PDEATHSIG: Final = 1
 _START_ATTEMPTS: Final = 3
@@ -497,14 +496,7 @@ class LocalProcessPlatform:
         log.info("replica %s (pid %d) stopped", proc.id, process.pid)
 
     async def _notify(self, key: str, revision: str) -> None:
-        if self._on_change is None:
-            return
-        try:
-            result = self._on_change(key, revision)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("on_change(%s, %s) failed", key, revision)
+        await notify(self._on_change, key, revision)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
