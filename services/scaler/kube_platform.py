@@ -45,7 +45,7 @@ from services.scaler.kube_objects import (
     service_patch,
 )
 from shared import kube_wire
-from shared.kube_wire import KubeRequestError, WatchGone
+from shared.kube_errors import KubeRequestError, WatchGone
 from shared.messages import ScaleDesired
 from shared.tasks import TaskGroup
 

@@ -24,7 +24,7 @@ from kubernetes_asyncio import client as k8s
 from services.analyzer.providers.errors import MeasurementError
 from services.analyzer.providers.job import DEFAULT_DEADLINE, JobContext, JobResult
 from shared import kube_wire
-from shared.kube_wire import KubeRequestError, WatchGone
+from shared.kube_errors import KubeRequestError, WatchGone
 
 log = logging.getLogger(__name__)
 
