@@ -29,6 +29,7 @@ Argo); selectors that match nothing, or routes the VirtualService does not have,
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -84,20 +85,20 @@ def virtual_service(live: Obj, spec: IstioVirtualService, want: IstioWeights, *,
         raise RouterError(
             f"{where}: spec.http not found, but {field}.routes or the managed routes need HTTP routes"
         )
-    if tls is not None:
-        routes = _routes(tls, where, "tls")
-        for i in _tls_indexes(routes, spec.tls_routes, where, field):
-            routes[i] = _weighted_route(routes[i], want, where, f"tls[{i}]")
-        body["tls"] = routes
-    elif spec.tls_routes:
-        raise RouterError(f"{where}: spec.tls not found, but {field}.tlsRoutes selects TLS routes")
-    if tcp is not None:
-        routes = _routes(tcp, where, "tcp")
-        for i in _tcp_indexes(routes, spec.tcp_routes, where, field):
-            routes[i] = _weighted_route(routes[i], want, where, f"tcp[{i}]")
-        body["tcp"] = routes
-    elif spec.tcp_routes:
-        raise RouterError(f"{where}: spec.tcp not found, but {field}.tcpRoutes selects TCP routes")
+    pickers: tuple[tuple[str, Any, bool, Callable[[list[Obj]], list[int]]], ...] = (
+        ("tls", tls, bool(spec.tls_routes), lambda r: _tls_indexes(r, spec.tls_routes, where, field)),
+        ("tcp", tcp, bool(spec.tcp_routes), lambda r: _tcp_indexes(r, spec.tcp_routes, where, field)),
+    )
+    for kind, found, selected, indexes in pickers:
+        if found is not None:
+            routes = _routes(found, where, kind)
+            for i in indexes(routes):
+                routes[i] = _weighted_route(routes[i], want, where, f"{kind}[{i}]")
+            body[kind] = routes
+        elif selected:
+            raise RouterError(
+                f"{where}: spec.{kind} not found, but {field}.{kind}Routes selects {kind.upper()} routes"
+            )
     return new
 
 
