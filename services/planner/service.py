@@ -238,22 +238,35 @@ class Planner:
             log.error("message handler died: %r", task.exception())
 
     async def _publish_outboxes(self) -> None:
-        """Outputs of the last decision of each rollout that a dead predecessor may not have sent."""
-        for s in list(self.states.values()):
-            if not s.outbox:
-                continue
-            seqs = [c.event.seq for c in s.outbox if isinstance(c, Emit)]
-            if seqs:
-                try:
-                    last = await self.conn.js.get_last_msg(
-                        subjects.EVENTS_STREAM, subjects.events(s.namespace, s.name)
-                    )
-                    if event_decoder.decode(last.data or b"").seq >= max(seqs):
-                        continue  # it was published
-                except Exception:  # no event stored yet for this rollout, or an old one unreadable
-                    pass
-            log.info("%s/%s: publishing the outputs of its last decision", s.namespace, s.name)
-            await self._carry_out(list(s.outbox), s.uid, s.updated_at)
+        """Outputs of the last decision of each rollout that a dead predecessor may not have sent.
+
+        Every stored state carries the outbox of its last batch, so at a takeover this looks at
+        each rollout: the lookups of the last stored event run side by side (bounded), not one
+        round trip after another."""
+        pending = [s for s in self.states.values() if s.outbox]
+        limit = asyncio.Semaphore(64)
+
+        async def publish_if_lost(s: RolloutState) -> None:
+            async with limit:
+                if await self._outbox_published(s):
+                    return
+                log.info("%s/%s: publishing the outputs of its last decision", s.namespace, s.name)
+                await self._carry_out(list(s.outbox), s.uid, s.updated_at)
+
+        await asyncio.gather(*(publish_if_lost(s) for s in pending))
+
+    async def _outbox_published(self, s: RolloutState) -> bool:
+        """Whether the rollout's last stored event shows its outbox's events went out."""
+        seqs = [c.event.seq for c in s.outbox if isinstance(c, Emit)]
+        if not seqs:
+            return False  # no event to tell by: publish again (the ids drop what did get through)
+        try:
+            last = await self.conn.js.get_last_msg(
+                subjects.EVENTS_STREAM, subjects.events(s.namespace, s.name)
+            )
+            return event_decoder.decode(last.data or b"").seq >= max(seqs)
+        except Exception:  # no event stored yet for this rollout, or an old one unreadable
+            return False
 
     async def _load_states(self) -> None:
         assert self.kv is not None
@@ -691,11 +704,7 @@ class Planner:
     async def _store(self, key: str, state: RolloutState) -> asyncio.Future[PubAck]:
         """A new rollout's first write, on the wire: its key must not exist (`_created` awaits the
         answer and settles a tombstone). Updates go out with their batch (`_Wire.state`)."""
-        return await self.conn.acks().send(
-            f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}",
-            encoder.encode(state),
-            {"Nats-Expected-Last-Subject-Sequence": "0"},
-        )
+        return await self.conn.acks().send(*_state_write(key, state, 0))
 
     async def _created(self, key: str, state: RolloutState, pending: asyncio.Future[PubAck]) -> None:
         """The answer to a new rollout's first write. A key deleted before (the rollout was deleted
@@ -837,6 +846,15 @@ _Output = tuple[str, str, bytes, str]  # stream, subject, payload, Nats-Msg-Id
 _StreamAck = tuple[str, "asyncio.Future[PubAck]", set[str]]  # subject, its ack, the rollouts it covers
 
 
+def _state_write(key: str, state: RolloutState, last: int) -> tuple[str, bytes, dict[str, str]]:
+    """KeyValue.update(last=…) of a rollout's state as a message (last 0: the key must not exist)."""
+    return (
+        f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}",
+        encoder.encode(state),
+        {"Nats-Expected-Last-Subject-Sequence": str(last)},
+    )
+
+
 class _Wire:
     """What a batch puts on the connection, in order: state writes ("" stream) and outputs."""
 
@@ -848,8 +866,7 @@ class _Wire:
 
     def state(self, key: str, state: RolloutState, last: int) -> None:
         """A compare-and-set write of the rollout's state on its last KV revision."""
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
-        self.items.append((key, "", f"$KV.{subjects.ROLLOUTS_BUCKET}.{key}", encoder.encode(state), headers))
+        self.items.append((key, "", *_state_write(key, state, last)))
 
     def outputs(self, key: str, outputs: list[_Output]) -> None:
         for stream, subject, payload, msg_id in outputs:
